@@ -1,0 +1,1 @@
+"""One module per ``nnunet-slem`` subcommand (see ``nnunet_slem.cli``)."""

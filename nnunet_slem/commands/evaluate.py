@@ -1,0 +1,129 @@
+"""``nnunet-slem evaluate``: Dice, HD95 and volumes per case and region, with documented edge cases.
+
+nnU-Net's ``nnUNetv2_evaluate_folder`` reports Dice only and NaN for empty regions; this command adds HD95 and
+volumes and gives every case a number (conventions in ``nnunet_slem.evaluation.metrics``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from nnunet_slem.errors import UserFacingError
+from nnunet_slem.evaluation.metrics import (
+    DEFAULT_ONE_EMPTY_HD95,
+    evaluate_folders,
+    format_table,
+    one_empty_hd95_value,
+    regions_from_labels,
+    summarize,
+    write_outputs,
+)
+
+
+def _default_num_processes() -> int:
+    from nnunetv2.configuration import default_num_processes
+
+    return max(1, min(default_num_processes, os.cpu_count() or 1))
+
+
+def find_dataset_json(dataset: str | None, dataset_json: str | None) -> Path:
+    """``-dj`` if given, else ``$nnUNet_raw/<name>/dataset.json`` or the one in ``$nnUNet_preprocessed``.
+
+    The environment is read now (not at import) so the command honours variables set by the caller.
+    """
+    if dataset_json:
+        path = Path(dataset_json)
+        if not path.is_file():
+            raise UserFacingError(
+                f"-dj {dataset_json}: no such file; give the path to the dataset's dataset.json"
+            )
+        return path
+    if not dataset:
+        raise UserFacingError(
+            "say which dataset defines the labels: -d DATASET_ID or -dj path/to/dataset.json"
+        )
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError) as e:
+        raise UserFacingError(
+            f"-d {dataset}: {e}\nSet nnUNet_raw / nnUNet_preprocessed, or pass -dj path/to/dataset.json."
+        ) from None
+    looked = []
+    for var in ("nnUNet_raw", "nnUNet_preprocessed"):
+        root = os.environ.get(var)
+        if root:
+            candidate = Path(root) / name / "dataset.json"
+            if candidate.is_file():
+                return candidate
+            looked.append(str(candidate))
+    where = ", ".join(looked) if looked else "nothing: nnUNet_raw and nnUNet_preprocessed are unset"
+    raise UserFacingError(f"no dataset.json for {name} (looked at {where}); pass -dj path/to/dataset.json.")
+
+
+def _one_empty_arg(value: str) -> str:
+    try:
+        one_empty_hd95_value(value, (1,), (1.0,))
+    except UserFacingError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-ref", dest="ref", required=True, help="folder with reference segmentations")
+    parser.add_argument("-pred", dest="pred", required=True, help="folder with predicted segmentations")
+    parser.add_argument("-d", dest="dataset", help="dataset ID or name; its dataset.json defines the regions")
+    parser.add_argument("-dj", dest="dataset_json", help="path to dataset.json (instead of -d)")
+    parser.add_argument("-o", dest="out", help="output folder (default: PRED/slem_metrics)")
+    parser.add_argument(
+        "--num-processes", "-np", dest="num_processes", type=int, default=None,
+        help="worker processes (default: nnU-Net's default_num_processes, at most the CPU count)",
+    )
+    parser.add_argument(
+        "--one-empty-hd95", type=_one_empty_arg, default=DEFAULT_ONE_EMPTY_HD95,
+        help="HD95 when exactly one of reference/prediction is empty: 'diagonal' (image field-of-view "
+        "diagonal in mm, default), 'nan' (like nnU-Net) or a number in mm",
+    )
+    parser.epilog = (
+        "Writes metrics_per_case.csv (case, region, dice, hd95_mm, ref_ml, pred_ml) and summary.json. "
+        "Both empty: Dice 1, HD95 0. One empty: Dice 0, HD95 per --one-empty-hd95."
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    dj_path = find_dataset_json(args.dataset, args.dataset_json)
+    try:
+        dataset_json = json.loads(dj_path.read_text(encoding="utf-8"))
+        labels = dataset_json["labels"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserFacingError(
+            f"{dj_path}: cannot read 'labels' ({e}); is this an nnU-Net v2 dataset.json?"
+        ) from None
+    regions, ignore_label = regions_from_labels(labels)
+    file_ending = dataset_json.get("file_ending", ".nii.gz")
+    num_processes = args.num_processes if args.num_processes else _default_num_processes()
+    one_empty: str = args.one_empty_hd95
+
+    pred_dir = Path(args.pred)
+    out_dir = Path(args.out) if args.out else pred_dir / "slem_metrics"
+    rows = evaluate_folders(args.ref, pred_dir, regions, file_ending, ignore_label, one_empty, num_processes)
+    summary = summarize(rows, regions)
+    meta = {
+        "reference_folder": str(Path(args.ref).resolve()),
+        "prediction_folder": str(pred_dir.resolve()),
+        "dataset_json": str(dj_path.resolve()),
+        "file_ending": file_ending,
+        "n_cases": len({r.case for r in rows}),
+        "one_empty_hd95": one_empty,
+        "conventions": "both empty: dice 1, hd95 0; one empty: dice 0, hd95 per one_empty_hd95 "
+        "('diagonal' = image field-of-view diagonal in mm); std is population std; hd95 stats over finite "
+        "values",
+    }
+    write_outputs(rows, summary, out_dir, meta)
+    print(format_table(summary))
+    csv_path, json_path = out_dir / "metrics_per_case.csv", out_dir / "summary.json"
+    print(f"\n{meta['n_cases']} cases; wrote {csv_path} and {json_path}")

@@ -1,0 +1,78 @@
+"""``nnunet-slem pretrain``: SLeM pretraining on a dataset nnU-Net has planned and preprocessed."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_grid(text: str) -> list[int]:
+    try:
+        grid = [int(p) for p in text.lower().split("x")]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--grid {text!r}: expected parts per axis like 2x2x1") from e
+    if any(g < 1 for g in grid):
+        raise argparse.ArgumentTypeError(f"--grid {text!r}: every axis needs at least one part")
+    return grid
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-d", dest="dataset", required=True, help="dataset id or name (as for nnUNetv2_train)")
+    parser.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 3d_fullres")
+    parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier [nnUNetPlans]")
+    parser.add_argument("-device", dest="device", default="cuda", choices=["cuda", "cpu", "mps"],
+                        help="training device [cuda]")
+    parser.add_argument("--epochs", type=int, default=100, help="epochs [100]")
+    parser.add_argument("--iters-per-epoch", type=int, default=250, help="optimizer steps per epoch [250]")
+    parser.add_argument("--batch-size", type=int, default=None, help="patches per step [the plans' batch size]")
+    parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate of SGD (nesterov) [1e-2]")
+    parser.add_argument("--schedule", choices=["cosine", "poly"], default="cosine", help="LR decay [cosine]")
+    parser.add_argument("--warmup-iters", type=int, default=0, help="linear LR warm-up steps [0]")
+    parser.add_argument("--unlabeled", metavar="IMAGES_DIR", default=None,
+                        help="extra images (imagesTr naming, no labels) preprocessed with the same plans")
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pth")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="data loading processes [min(8, cpus-1) on CUDA, 0 on CPU]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data sampling and the assignment set [0]")
+    pretext = parser.add_argument_group("pretext (stored in the checkpoint)")
+    pretext.add_argument("--grid", type=parse_grid, default=None,
+                         help="blocks per axis, e.g. 2x2x1 (4 blocks, default 3D) or 2x2x2; 2x2 for 2D")
+    pretext.add_argument("--fixed-unsplit-axis", action="store_true",
+                         help="keep the grid's axes as given instead of permuting them per sample")
+    pretext.add_argument("--num-assignments", type=int, default=None,
+                         help="classes = assignments in the set [min((M!)^blocks, 24)]")
+    pretext.add_argument("--jitter", type=float, default=None, help="cut position jitter, fraction of the axis")
+    pretext.add_argument("--no-renormalize", action="store_true",
+                         help="disable per-block renormalisation (for ablations; opens an intensity shortcut)")
+    pretext.add_argument("--no-intensity-aug", action="store_true",
+                         help="disable random per-block intensity transforms")
+
+
+def pretext_options(args: argparse.Namespace) -> dict:
+    """Only the options the user gave; the rest take the pretext's defaults for the patch's dimensionality."""
+    options: dict = {}
+    if args.grid is not None:
+        options["grid"] = list(args.grid)
+    if args.fixed_unsplit_axis:
+        options["random_unsplit_axis"] = False
+    if args.num_assignments is not None:
+        options["num_assignments"] = args.num_assignments
+    if args.jitter is not None:
+        options["jitter"] = args.jitter
+    if args.no_renormalize:
+        options["renormalize"] = False
+    if args.no_intensity_aug:
+        options["intensity_aug"] = False
+    return options
+
+
+def run(args: argparse.Namespace) -> None:
+    from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+
+    settings = PretrainSettings(
+        epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
+        schedule=args.schedule, warmup_iters=args.warmup_iters, seed=args.seed, num_workers=args.num_workers,
+        compile=args.compile, pretext=pretext_options(args),
+    )
+    SLeMPretrainer(args.dataset, args.configuration, args.plans, args.device, settings,
+                   unlabeled_dir=args.unlabeled).run(resume=args.resume)

@@ -1,0 +1,1 @@
+"""Bundled data: a synthetic multi-modal MRI generator, to try the pipeline without a download."""

@@ -1,0 +1,119 @@
+"""The contextual fusion block (CFB): multi-scale context fused back into a feature map.
+
+Tumours in one dataset range from a few voxels to a third of the brain. A single receptive field cannot
+cover that range, so the CFB runs parallel branches with different receptive fields over the same feature
+map, concatenates them, fuses them with a 1x1 convolution and adds the result back residually:
+
+    y = x + fuse(concat(branch_1(x), ..., branch_k(x), image_pool(x)))
+
+- ``branch_i``: 3^d convolution with dilation ``d_i`` (per axis), norm, LeakyReLU, to ``C // reduction``
+  channels. A dilation is only kept where the feature map is large enough for it to see real features:
+  along an axis of extent ``s`` the dilation is capped at ``s // 2`` (beyond that every off-centre tap
+  falls into zero padding for most positions), and branches that become identical after capping are
+  dropped. See :func:`usable_dilations`.
+- ``image_pool``: global average pooling, 1x1 convolution, LeakyReLU, broadcast back: image-level context
+  that no dilation can reach on small maps.
+- ``fuse``: 1x1 convolution initialised to zero, so a fresh block is exactly the identity and inserting it
+  into a (pretrained or random) U-Net does not change what the network computes until it learns to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class CFBConfig:
+    """Research knobs of the CFB; stored in checkpoints and readable from the plans (key ``slem_cfb``)."""
+
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    reduction: int = 4
+    image_pooling: bool = True
+    min_extent: int = 8
+    stage: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> CFBConfig:
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"Unknown CFB option(s) {sorted(unknown)}; valid options are "
+                f"{sorted(cls.__dataclass_fields__)}. Fix the 'slem_cfb' entry of your plans."
+            )
+        return cls(**d)
+
+
+def usable_dilations(dilations: Sequence[int], feature_map_size: Sequence[int]) -> list[tuple[int, ...]]:
+    """Per-axis dilations that see real features on a map of ``feature_map_size``, duplicates removed.
+
+    Along an axis of extent ``s``, a 3-tap kernel with dilation ``d`` reads positions ``x - d, x, x + d``;
+    once ``d > s // 2`` at least one tap is padding for every position, so the branch degenerates into a
+    copy of a smaller one. We cap per axis (anisotropic maps keep large dilations in-plane) and drop
+    duplicates. An axis of extent 1 gets dilation 1 (kernel taps there only see padding anyway).
+    """
+    result: list[tuple[int, ...]] = []
+    for d in dilations:
+        if d < 1:
+            raise ValueError(f"CFB dilations must be >= 1, got {d}")
+        per_axis = tuple(max(1, min(d, s // 2)) for s in feature_map_size)
+        if per_axis not in result:
+            result.append(per_axis)
+    return result
+
+
+def _ops(dim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+    if dim == 3:
+        return nn.Conv3d, nn.InstanceNorm3d, nn.AdaptiveAvgPool3d
+    if dim == 2:
+        return nn.Conv2d, nn.InstanceNorm2d, nn.AdaptiveAvgPool2d
+    raise ValueError(f"The CFB supports 2D and 3D feature maps, got {dim} spatial dimensions")
+
+
+class ContextualFusionBlock(nn.Module):
+    """Parallel dilated branches plus image pooling, fused by a zero-initialised 1x1 conv (identity at init)."""
+
+    def __init__(
+        self,
+        channels: int,
+        feature_map_size: Sequence[int],
+        dilations: Sequence[int] = (1, 2, 4, 8),
+        reduction: int = 4,
+        image_pooling: bool = True,
+    ) -> None:
+        super().__init__()
+        dim = len(feature_map_size)
+        conv, norm, pool = _ops(dim)
+        branch_channels = max(channels // reduction, 8)
+        self.dilations = usable_dilations(dilations, feature_map_size)
+        self.feature_map_size = tuple(int(s) for s in feature_map_size)
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                conv(channels, branch_channels, 3, padding=d, dilation=d, bias=False),
+                norm(branch_channels, affine=True),
+                nn.LeakyReLU(0.01, inplace=True),
+            )
+            for d in self.dilations
+        )
+        self.image_pool = (
+            nn.Sequential(pool(1), conv(channels, branch_channels, 1), nn.LeakyReLU(0.01, inplace=True))
+            if image_pooling
+            else None
+        )
+        n_paths = len(self.branches) + (1 if image_pooling else 0)
+        self.fuse = conv(n_paths * branch_channels, channels, 1)
+        nn.init.zeros_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        paths = [branch(x) for branch in self.branches]
+        if self.image_pool is not None:
+            paths.append(self.image_pool(x).expand(-1, -1, *x.shape[2:]))
+        return x + self.fuse(torch.cat(paths, dim=1))

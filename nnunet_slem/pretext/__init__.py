@@ -1,0 +1,33 @@
+"""The SLeM pretext task: block-wise modality recombination as a classification problem.
+
+* :mod:`~nnunet_slem.pretext.assignments` builds the fixed, maximally spread set of block-to-modality
+  assignments whose indices are the class labels;
+* :mod:`~nnunet_slem.pretext.slem` samples block layouts and produces the shuffled images (with shortcut
+  guards) on the images' device;
+* :mod:`~nnunet_slem.pretext.audit` checks that the task cannot be solved from per-block intensity statistics.
+"""
+
+from nnunet_slem.pretext.assignments import (
+    PretextConfigError,
+    build_assignment_set,
+    default_num_assignments,
+    hamming_distances,
+    min_pairwise_hamming,
+)
+from nnunet_slem.pretext.audit import AuditResult, block_histogram_features, run_audit
+from nnunet_slem.pretext.slem import BlockLayout, SLeMPretext, SLeMPretextConfig, default_grid
+
+__all__ = [
+    "AuditResult",
+    "BlockLayout",
+    "PretextConfigError",
+    "SLeMPretext",
+    "SLeMPretextConfig",
+    "block_histogram_features",
+    "build_assignment_set",
+    "default_grid",
+    "default_num_assignments",
+    "hamming_distances",
+    "min_pairwise_hamming",
+    "run_audit",
+]

@@ -1,0 +1,407 @@
+"""The SLeM pretext: recombine blocks of different modalities and classify which recombination it is.
+
+Design (what one call does to a batch ``images`` of shape ``(N, M, *spatial)``, ``M >= 2`` modalities as
+channels, ``spatial`` = ``(X, Y, Z)`` or ``(X, Y)``):
+
+1. **Block grid.** ``config.grid`` gives the number of parts per spatial axis, e.g. ``(2, 2, 1)`` -> ``B = 4``
+   blocks, ``(2, 2, 2)`` -> 8, ``(2, 2)`` for 2D. With ``random_unsplit_axis`` each sample applies the grid
+   with its axes permuted at random (a random permutation of the grid tuple over the axes), so for
+   ``(2, 2, 1)`` the unsplit axis is random and the encoder does not learn that seams are never along Z.
+   Only placements that fit the patch are drawn (an anisotropic patch with a short axis keeps that axis
+   unsplit); when none fits, a ``ValueError`` names the patch, the grid and the fix. Blocks are numbered in
+   C order over the (permuted) grid.
+2. **Cut positions.** The uniform cut ``length * k / parts`` is moved per sample and per cut by a uniform
+   offset of at most ``jitter * length`` and clipped so every block keeps ``min_block`` voxels along the axis,
+   so seams are not at fixed places the network could key on.
+3. **Assignment.** The class label ``y`` picks an assignment ``A[y]`` of shape ``(B, M)`` from the fixed set
+   built by :func:`~nnunet_slem.pretext.assignments.build_assignment_set`; each row is a permutation of the
+   modalities and ``out[n, c, block b] = in[n, A[y][b, c], block b]``. Class 0 is the identity.
+4. **Shortcut guards**, applied identically to every class including the identity, so none of them carries
+   label information by itself:
+
+   * ``intensity_aug``: per block and channel, a random gamma (log-uniform in [0.7, 1.5]) on the min-max
+     scaled values (mapped back to the block's range afterwards), then a random contrast (x0.75..1.25) and
+     brightness shift (+-0.1 of the block's range). The gamma changes the *shape* of the block's histogram,
+     which is what renormalisation alone leaves as a modality fingerprint; the affine part matters only when
+     ``renormalize`` is off (z-scoring removes any positive affine map).
+   * ``renormalize``: per block and channel, zero mean and unit standard deviation, so a block's intensity
+     level and spread do not reveal which modality sits there. A constant block becomes all zeros.
+
+Everything heavy runs on the device of ``images``; the few random numbers (labels, layouts, augmentation
+parameters) come from the ``torch.Generator`` passed in, on the generator's device, and are moved over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nnunet_slem.pretext.assignments import PretextConfigError, build_assignment_set
+
+__all__ = [
+    "BlockLayout",
+    "SLeMPretext",
+    "SLeMPretextConfig",
+    "default_grid",
+]
+
+GAMMA_RANGE = (0.7, 1.5)
+CONTRAST_RANGE = (0.75, 1.25)
+BRIGHTNESS_RANGE = (-0.1, 0.1)
+_EPS = 1e-6
+STATE_FORMAT_VERSION = 1
+
+
+def default_grid(spatial_dims: int) -> tuple[int, ...]:
+    """``(2, 2, 1)`` for 3D patches, ``(2, 2)`` for 2D: four blocks either way, as in the SLeM paper."""
+    if spatial_dims == 3:
+        return (2, 2, 1)
+    if spatial_dims == 2:
+        return (2, 2)
+    raise PretextConfigError(f"SLeM supports 2D and 3D patches, got {spatial_dims} spatial dimensions.")
+
+
+@dataclass
+class SLeMPretextConfig:
+    """Everything that defines the pretext task; stored in pretraining checkpoints via :meth:`to_dict`."""
+
+    grid: tuple[int, ...] = (2, 2, 1)
+    random_unsplit_axis: bool = True
+    num_assignments: int | None = None
+    seed: int = 0
+    jitter: float = 0.1
+    min_block: int = 4
+    renormalize: bool = True
+    intensity_aug: bool = True
+
+    def __post_init__(self) -> None:
+        self.grid = tuple(int(p) for p in self.grid)
+        if not self.grid or any(p < 1 for p in self.grid):
+            raise PretextConfigError(f"grid must be positive parts per spatial axis, got {self.grid}.")
+        if not 0.0 <= self.jitter < 0.5:
+            raise PretextConfigError(f"jitter must be in [0, 0.5) of the axis length, got {self.jitter}.")
+        if self.min_block < 1:
+            raise PretextConfigError(f"min_block must be >= 1 voxel, got {self.min_block}.")
+
+    @property
+    def num_blocks(self) -> int:
+        return math.prod(self.grid)
+
+    def to_dict(self) -> dict:
+        """Plain lists/ints/floats/bools (and ``None``): JSON- and ``torch.load(weights_only=True)``-safe."""
+        d = dataclasses.asdict(self)
+        d["grid"] = list(self.grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SLeMPretextConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PretextConfigError(
+                f"unknown SLeM pretext setting(s) {unknown}; known settings are {sorted(known)}."
+            )
+        kwargs = dict(d)
+        if "grid" in kwargs:
+            kwargs["grid"] = tuple(kwargs["grid"])
+        return cls(**kwargs)
+
+
+@dataclass
+class BlockLayout:
+    """One sample's block geometry.
+
+    Attributes:
+        axis_order: ``parts[a] == grid[axis_order[a]]``: which grid entry each spatial axis received.
+        parts: number of parts along each spatial axis, as used for this sample.
+        boundaries: per axis the cut positions including ``0`` and the axis length (``parts[a] + 1`` ints).
+    """
+
+    axis_order: tuple[int, ...]
+    parts: tuple[int, ...]
+    boundaries: tuple[tuple[int, ...], ...]
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(b[-1] for b in self.boundaries)
+
+    @property
+    def num_blocks(self) -> int:
+        return math.prod(self.parts)
+
+    def block_slices(self) -> list[tuple[slice, ...]]:
+        """``B`` tuples of per-axis slices, in C order over the grid (first axis slowest)."""
+        per_axis = [[slice(b[i], b[i + 1]) for i in range(len(b) - 1)] for b in self.boundaries]
+        return list(itertools.product(*per_axis))
+
+    def block_index_map(self) -> np.ndarray:
+        """Block number of every voxel (shape ``spatial_shape``), consistent with :meth:`block_slices`."""
+        ids = None
+        for bounds, stride in zip(self.boundaries, _c_strides(self.parts), strict=True):
+            axis_ids = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds)) * stride
+            ids = axis_ids if ids is None else ids[..., None] + axis_ids
+        return ids
+
+
+def _c_strides(parts: Sequence[int]) -> list[int]:
+    return [math.prod(parts[a + 1 :]) for a in range(len(parts))]
+
+
+def _as_labels(labels: Tensor | Sequence[int], n: int, num_classes: int, device: torch.device) -> Tensor:
+    """Labels as a long tensor on ``device``; range-checked unless they already live on an accelerator
+    (checking there would force a synchronising round trip to the CPU)."""
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if labels.numel() != n:
+        raise ValueError(f"got {labels.numel()} labels for {n} images.")
+    if labels.device.type == "cpu" and n and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}), got {labels.tolist()}.")
+    return labels.to(device)
+
+
+class SLeMPretext:
+    """Builds SLeM pretext samples (shuffled multi-modal images and their class labels) on any device."""
+
+    def __init__(
+        self,
+        config: SLeMPretextConfig,
+        num_modalities: int,
+        spatial_dims: int,
+        assignments: np.ndarray | None = None,
+    ) -> None:
+        self.config = config
+        self.num_modalities = int(num_modalities)
+        self.spatial_dims = int(spatial_dims)
+        self._check_grid()
+        if assignments is None:
+            assignments = build_assignment_set(
+                self.num_modalities, config.num_blocks, config.num_assignments, config.seed
+            )
+        self.assignments: Tensor = self._checked_assignments(assignments)
+        self._on_device: dict[torch.device, Tensor] = {}
+
+    # ----------------------------------------------------------------------------------- validation
+    def _check_grid(self) -> None:
+        if self.spatial_dims not in (2, 3):
+            default_grid(self.spatial_dims)  # raises the clear error
+        if len(self.config.grid) != self.spatial_dims:
+            raise PretextConfigError(
+                f"the SLeM block grid {self.config.grid} has {len(self.config.grid)} entries but the data is "
+                f"{self.spatial_dims}D; use a grid with one entry per spatial axis, e.g. "
+                f"{default_grid(self.spatial_dims)} (default_grid({self.spatial_dims}))."
+            )
+        if self.num_modalities < 2:
+            build_assignment_set(self.num_modalities, self.config.num_blocks)  # raises the clear error
+
+    def _checked_assignments(self, assignments: np.ndarray) -> Tensor:
+        a = np.asarray(assignments)
+        expected = (self.config.num_blocks, self.num_modalities)
+        if a.ndim != 3 or a.shape[1:] != expected or len(a) < 2:
+            raise PretextConfigError(
+                f"assignments must have shape (K>=2, B, M) = (K, {expected[0]}, {expected[1]}) for grid "
+                f"{self.config.grid} and {self.num_modalities} modalities, got {a.shape}."
+            )
+        if not (np.sort(a, axis=-1) == np.arange(self.num_modalities)).all():
+            raise PretextConfigError(
+                "every block row of an assignment must be a permutation of the modalities."
+            )
+        if len(np.unique(a.reshape(len(a), -1), axis=0)) != len(a):
+            raise PretextConfigError("assignments must be distinct, else two classes are the same image.")
+        return torch.as_tensor(a.astype(np.int64))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.assignments.shape[0])
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.assignments.shape[1])
+
+    def _assignments_on(self, device: torch.device) -> Tensor:
+        if device not in self._on_device:
+            self._on_device[device] = self.assignments.to(device)
+        return self._on_device[device]
+
+    # ------------------------------------------------------------------------------------- layouts
+    def _feasible_axis_orders(self, spatial_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        grid, min_block = self.config.grid, self.config.min_block
+        orders = (
+            list(itertools.permutations(range(len(grid))))
+            if self.config.random_unsplit_axis
+            else [tuple(range(len(grid)))]
+        )
+        feasible = [
+            o for o in orders if all(size >= grid[o[a]] * min_block for a, size in enumerate(spatial_shape))
+        ]
+        if not feasible:
+            raise PretextConfigError(self._too_small_message(spatial_shape))
+        return feasible
+
+    def _too_small_message(self, spatial_shape: tuple[int, ...]) -> str:
+        grid, min_block = self.config.grid, self.config.min_block
+        placement = " in any axis order" if self.config.random_unsplit_axis else ""
+        needed = ", ".join(f"{p} parts need >= {p * min_block} voxels" for p in sorted(set(grid)) if p > 1)
+        return (
+            f"the patch size {tuple(spatial_shape)} is too small for the SLeM block grid {grid}{placement} "
+            f"with min_block={min_block} ({needed} along an axis). Use a larger patch size, a smaller grid "
+            f"(e.g. grid=(2, 2, 1) or (2, 2) instead of (2, 2, 2)), or a smaller min_block."
+        )
+
+    def sample_layouts(
+        self, spatial_shape: Sequence[int], n: int, generator: torch.Generator | None = None
+    ) -> list[BlockLayout]:
+        """``n`` random block geometries for ``spatial_shape`` patches (axis placement, jittered cuts)."""
+        spatial_shape = tuple(int(s) for s in spatial_shape)
+        if len(spatial_shape) != self.spatial_dims:
+            raise ValueError(
+                f"spatial shape {spatial_shape} has {len(spatial_shape)} axes; this pretext is "
+                f"{self.spatial_dims}D."
+            )
+        orders = self._feasible_axis_orders(spatial_shape)
+        device = generator.device if generator is not None else torch.device("cpu")
+        order_idx = torch.randint(len(orders), (n,), generator=generator, device=device).tolist()
+        num_cuts = sum(p - 1 for p in self.config.grid)
+        offsets = (torch.rand((n, max(num_cuts, 1)), generator=generator, device=device) * 2 - 1).tolist()
+        return [self._layout(spatial_shape, orders[o], u) for o, u in zip(order_idx, offsets, strict=True)]
+
+    def _layout(self, spatial_shape: tuple[int, ...], order: tuple[int, ...], u: list[float]) -> BlockLayout:
+        parts = tuple(self.config.grid[o] for o in order)
+        boundaries, used = [], 0
+        for size, p in zip(spatial_shape, parts, strict=True):
+            boundaries.append(self._cuts(size, p, u[used : used + p - 1]))
+            used += p - 1
+        return BlockLayout(axis_order=tuple(order), parts=parts, boundaries=tuple(boundaries))
+
+    def _cuts(self, size: int, parts: int, u: list[float]) -> tuple[int, ...]:
+        """Jittered cuts ``size*k/parts + u_k*jitter*size``, clipped so every block keeps ``min_block``."""
+        min_block = self.config.min_block
+        cuts = [0]
+        for k in range(1, parts):
+            c = round(size * k / parts + u[k - 1] * self.config.jitter * size)
+            lo, hi = cuts[-1] + min_block, size - (parts - k) * min_block
+            cuts.append(min(max(c, lo), hi))
+        cuts.append(size)
+        return tuple(cuts)
+
+    # --------------------------------------------------------------------------------------- apply
+    def _check_batch(self, images: Tensor, layouts: Sequence[BlockLayout]) -> None:
+        if images.ndim != 2 + self.spatial_dims or images.shape[1] != self.num_modalities:
+            raise ValueError(
+                f"expected images of shape (N, {self.num_modalities}, {self.spatial_dims} spatial axes), "
+                f"got {tuple(images.shape)}."
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"images must be a floating point tensor, got {images.dtype}.")
+        if len(layouts) != images.shape[0]:
+            raise ValueError(f"got {len(layouts)} layouts for {images.shape[0]} images.")
+        for layout in layouts:
+            if layout.spatial_shape != tuple(images.shape[2:]) or layout.num_blocks != self.num_blocks:
+                raise ValueError(
+                    f"layout for shape {layout.spatial_shape} with {layout.num_blocks} blocks does not fit "
+                    f"images of spatial shape {tuple(images.shape[2:])} and a {self.num_blocks}-block grid."
+                )
+
+    def _aug_params(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """``(N, B, M, 3)`` float32: gamma, contrast, brightness per block and output channel."""
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand((n, self.num_blocks, self.num_modalities, 3), generator=generator, device=gen_device)
+        lg0, lg1 = math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1])
+        gamma = torch.exp(lg0 + u[..., 0] * (lg1 - lg0))
+        contrast = CONTRAST_RANGE[0] + u[..., 1] * (CONTRAST_RANGE[1] - CONTRAST_RANGE[0])
+        brightness = BRIGHTNESS_RANGE[0] + u[..., 2] * (BRIGHTNESS_RANGE[1] - BRIGHTNESS_RANGE[0])
+        return torch.stack([gamma, contrast, brightness], dim=-1).to(device)
+
+    def apply(
+        self,
+        images: Tensor,
+        labels: Tensor | Sequence[int],
+        layouts: Sequence[BlockLayout],
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The pretext images for given labels and layouts; the shuffle is deterministic, the guards use
+        ``generator`` for the intensity augmentation (if enabled). Returns a new tensor like ``images``."""
+        self._check_batch(images, layouts)
+        n = images.shape[0]
+        labels = _as_labels(labels, n, self.num_classes, images.device)
+        perms = self._assignments_on(images.device).index_select(0, labels)  # (N, B, M)
+        aug = self._aug_params(n, generator, images.device) if self.config.intensity_aug else None
+        guarded = self.config.intensity_aug or self.config.renormalize
+        out = torch.empty_like(images)
+        for i, layout in enumerate(layouts):
+            for b, slices in enumerate(layout.block_slices()):
+                index = (i, slice(None), *slices)
+                block = images[index].index_select(0, perms[i, b])
+                if guarded:
+                    block = self._guard(block, None if aug is None else aug[i, b])
+                out[index] = block
+        return out
+
+    def _guard(self, block: Tensor, aug: Tensor | None) -> Tensor:
+        """Intensity augmentation then renormalisation of one ``(M, *block_shape)`` block, per channel."""
+        compute = torch.promote_types(block.dtype, torch.float32)
+        x = block.reshape(block.shape[0], -1).to(compute)
+        if aug is not None:
+            x = _intensity_transform(x, aug.to(compute))
+        if self.config.renormalize:
+            mean = x.mean(dim=1, keepdim=True)
+            std = x.std(dim=1, unbiased=False, keepdim=True)
+            x = (x - mean) / std.clamp_min(_EPS)
+        return x.reshape(block.shape).to(block.dtype)
+
+    def sample(
+        self, images: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, list[BlockLayout]]:
+        """Like ``__call__`` but also returns the layouts (the audit needs to know where the blocks are)."""
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        n = images.shape[0]
+        labels = torch.randint(self.num_classes, (n,), generator=generator, device=gen_device)
+        labels = labels.to(images.device)
+        layouts = self.sample_layouts(images.shape[2:], n, generator)
+        return self.apply(images, labels, layouts, generator), labels, layouts
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Uniformly random labels in ``[0, K)`` and layouts; returns ``(pretext images, labels)``."""
+        out, labels, _ = self.sample(images, generator)
+        return out, labels
+
+    # ---------------------------------------------------------------------------------- persistence
+    def state_dict(self) -> dict:
+        """JSON- and ``weights_only``-safe: config dict, assignments as nested int lists, M and dims."""
+        return {
+            "format_version": STATE_FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "assignments": self.assignments.tolist(),
+            "num_modalities": self.num_modalities,
+            "spatial_dims": self.spatial_dims,
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> SLeMPretext:
+        """Rebuilds the exact task (the stored assignment set, not a rebuilt one) from :meth:`state_dict`."""
+        return cls(
+            SLeMPretextConfig.from_dict(d["config"]),
+            num_modalities=int(d["num_modalities"]),
+            spatial_dims=int(d["spatial_dims"]),
+            assignments=np.asarray(d["assignments"], dtype=np.int64),
+        )
+
+
+def _intensity_transform(x: Tensor, params: Tensor) -> Tensor:
+    """Per-row gamma on min-max scaled values (back in the row's range), then contrast and brightness.
+
+    ``x`` is ``(M, V)``; ``params`` is ``(M, 3)`` = gamma, contrast, brightness (brightness in units of the
+    row's range, so the shift means the same for a modality stored in [0, 1] and one in [0, 4000]).
+    """
+    lo = x.amin(dim=1, keepdim=True)
+    span = x.amax(dim=1, keepdim=True) - lo
+    gamma, contrast, brightness = (params[:, i : i + 1] for i in range(3))
+    scaled = ((x - lo) / span.clamp_min(_EPS)).clamp(0, 1)
+    x = scaled.pow(gamma) * span + lo
+    return x * contrast + brightness * span

@@ -1,0 +1,134 @@
+"""The SLeM pretraining checkpoint: where it lives, how it is written and read, and the compatibility check.
+
+Format (``torch.load(path, weights_only=True)`` loads it; nothing in it needs pickled classes):
+
+- ``network_weights``: the full state dict of the network ``SLeMTrainer`` builds from the same plans
+  (so nnU-Net's stock ``-pretrained_weights`` accepts it too);
+- ``head_weights``: the pretext classification head;
+- ``optimizer_state``, ``scheduler_state``, ``grad_scaler_state``, ``rng_state``, ``logging``, ``epoch``:
+  what ``--resume`` needs;
+- ``metadata``: format version, package versions, dataset, plans, configuration, channel names, patch
+  size, spacing, normalisation, CFB config and stage, pretext config with its assignment set.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nnunet_slem.errors import UserFacingError
+
+FORMAT_VERSION = 1
+WEIGHTS_ENV = "SLEM_PRETRAINED_WEIGHTS"
+PRETRAIN_FOLDER_PREFIX = "SLeMPretrain"
+
+
+def pretrain_output_folder(results_root: str | os.PathLike, dataset_name: str, plans_name: str,
+                           configuration: str) -> Path:
+    """``$nnUNet_results/<Dataset>/SLeMPretrain__<plans>__<configuration>``, beside nnU-Net's trainer folders."""
+    return Path(results_root) / dataset_name / f"{PRETRAIN_FOLDER_PREFIX}__{plans_name}__{configuration}"
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a SLeM checkpoint safely; a truncated, corrupt or foreign file gets an error naming the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserFacingError(f"SLeM checkpoint {path} does not exist.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated zip files / bad pickles
+        raise UserFacingError(
+            f"Cannot read SLeM checkpoint {path} ({type(e).__name__}: {e}). The file is truncated or corrupt; "
+            "rerun `nnunet-slem pretrain ... --resume` (or without --resume) to write it again."
+        ) from e
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt or "metadata" not in ckpt:
+        raise UserFacingError(
+            f"{path} is not a SLeM pretraining checkpoint (no 'network_weights'/'metadata'). "
+            "Point SLEM_PRETRAINED_WEIGHTS at a checkpoint written by `nnunet-slem pretrain`."
+        )
+    version = ckpt["metadata"].get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserFacingError(
+            f"{path} has checkpoint format {version}; this nnunet-slem reads format {FORMAT_VERSION}. "
+            "Pretrain again with this version."
+        )
+    return ckpt
+
+
+def check_architecture(pretrained: dict[str, torch.Tensor], network_state: dict[str, torch.Tensor],
+                       source: str, skip: tuple[str, ...] = (".seg_layers.",)) -> None:
+    """Hard error unless every non-segmentation tensor of the network is in the checkpoint with its shape."""
+    missing, wrong = [], []
+    for key, value in network_state.items():
+        if any(s in key for s in skip):
+            continue
+        if key not in pretrained:
+            missing.append(key)
+        elif tuple(pretrained[key].shape) != tuple(value.shape):
+            wrong.append(f"{key}: checkpoint {tuple(pretrained[key].shape)} vs network {tuple(value.shape)}")
+    if missing or wrong:
+        detail = "; ".join((wrong + [f"missing {k}" for k in missing])[:5])
+        raise UserFacingError(
+            f"The architecture in {source} does not match the network built from your plans "
+            f"({len(missing)} missing, {len(wrong)} mis-shaped tensors; e.g. {detail}). Pretrain with the same "
+            "plans and configuration (-p/-c) you fine-tune with."
+        )
+
+
+def check_metadata(meta: dict, expected: dict, source: str) -> list[str]:
+    """Compare checkpoint metadata with the fine-tuning side.
+
+    Channel count and channel names (in order) must match: the first convolution's weights are per channel,
+    so a different order silently feeds T1 weights with FLAIR. Patch size, spacing and dataset name may
+    legitimately differ (pretraining on another cohort), so they only warn.
+    """
+    for key, what in (("num_input_channels", "channel count"), ("channel_names", "channel names/order")):
+        if meta.get(key) != expected.get(key):
+            raise UserFacingError(
+                f"The {what} of the pretrained checkpoint {source} ({meta.get(key)}) differs from this dataset's "
+                f"({expected.get(key)}). Pretrain on images with the same channels in the same order as "
+                "dataset.json's channel_names."
+            )
+    warned = []
+    for key in ("dataset_name", "patch_size", "spacing", "normalization_schemes"):
+        if meta.get(key) != expected.get(key):
+            msg = (f"SLeM checkpoint {source}: {key} {meta.get(key)} differs from the fine-tuning run's "
+                   f"{expected.get(key)}")
+            warnings.warn(msg, stacklevel=2)
+            warned.append(msg)
+    return warned
+
+
+def data_metadata(plans_manager, configuration_manager, dataset_json: dict) -> dict:
+    """What pretraining and fine-tuning must agree on, computed the same way on both sides."""
+    channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
+    return {
+        "dataset_name": plans_manager.dataset_name,
+        "num_input_channels": len(channels),
+        "channel_names": [channels[k] for k in sorted(channels, key=int)],
+        "patch_size": [int(p) for p in configuration_manager.patch_size],
+        "spacing": [float(s) for s in configuration_manager.spacing],
+        "normalization_schemes": list(configuration_manager.normalization_schemes),
+    }

@@ -1,0 +1,75 @@
+"""Find a dataset's preprocessed data, plans and configuration the way nnU-Net does, with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnunet_slem.errors import UserFacingError
+
+
+@dataclass
+class PreprocessedDataset:
+    dataset_name: str
+    preprocessed_base: Path  # $nnUNet_preprocessed/DatasetXXX_Name
+    plans: dict
+    dataset_json: dict
+    data_folder: Path  # .../<data_identifier>
+
+
+def dataset_name_from_id(dataset: str | int, preprocessed_root: Path) -> str:
+    """``501``, ``"501"`` or ``"Dataset501_X"`` -> ``"Dataset501_X"`` (looked up in nnUNet_preprocessed)."""
+    text = str(dataset)
+    if text.startswith("Dataset"):
+        return text
+    try:
+        number = int(text)
+    except ValueError as e:
+        raise UserFacingError(f"-d {text!r} is neither a dataset id nor a DatasetXXX_Name.") from e
+    matches = sorted(p.name for p in preprocessed_root.glob(f"Dataset{number:03d}_*") if p.is_dir())
+    if not matches:
+        raise UserFacingError(
+            f"No preprocessed dataset with id {number} in {preprocessed_root}. Run "
+            f"`nnUNetv2_plan_and_preprocess -d {number}` first."
+        )
+    if len(matches) > 1:
+        raise UserFacingError(f"Several datasets with id {number} in {preprocessed_root}: {matches}. Pass the name.")
+    return matches[0]
+
+
+def locate_preprocessed(dataset: str | int, configuration: str, plans_name: str = "nnUNetPlans",
+                        preprocessed_root: str | os.PathLike | None = None) -> PreprocessedDataset:
+    root = preprocessed_root or os.environ.get("nnUNet_preprocessed")
+    if not root:
+        raise UserFacingError("nnUNet_preprocessed is not set. export nnUNet_preprocessed=/path/to/preprocessed")
+    root = Path(root)
+    name = dataset_name_from_id(dataset, root)
+    base = root / name
+    plans_file = base / f"{plans_name}.json"
+    if not plans_file.is_file():
+        available = sorted(p.stem for p in base.glob("*.json")
+                           if p.stem not in ("dataset", "dataset_fingerprint", "splits_final"))
+        raise UserFacingError(
+            f"Plans {plans_name!r} not found in {base} (available: {available or 'none'}). Pass -p with one of "
+            f"them, or run `nnUNetv2_plan_and_preprocess -d {name}`."
+        )
+    plans = json.loads(plans_file.read_text())
+    configurations = plans.get("configurations", {})
+    if configuration not in configurations:
+        raise UserFacingError(
+            f"Configuration {configuration!r} is not in plans {plans_name!r} (available: "
+            f"{sorted(configurations)}). Pass -c with one of them."
+        )
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    data_identifier = PlansManager(plans).get_configuration(configuration).data_identifier
+    data_folder = base / data_identifier
+    if not data_folder.is_dir() or not any(data_folder.iterdir()):
+        raise UserFacingError(
+            f"Configuration {configuration!r} of {name} is planned but not preprocessed ({data_folder} is missing "
+            f"or empty). Run `nnUNetv2_preprocess -d {name} -c {configuration} -plans_name {plans_name}`."
+        )
+    dataset_json = json.loads((base / "dataset.json").read_text())
+    return PreprocessedDataset(name, base, plans, dataset_json, data_folder)

@@ -1,0 +1,33 @@
+"""``progress.png`` of a pretraining run: loss and pretext accuracy per epoch, chance level for reference."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_progress(log: dict[str, list], chance: float, path: Path) -> None:
+    epochs = [e + 1 for e in log["epoch"]]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(epochs, log["loss"], "b-o", ms=3, label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.legend()
+    ax_acc.plot(epochs, log["train_acc"], "g-o", ms=3, label="train accuracy")
+    ax_acc.plot(epochs, log["eval_acc"], "r-o", ms=3, label="held-out accuracy")
+    ax_acc.axhline(chance, color="gray", ls="--", label=f"chance ({chance:.3f})")
+    ax_acc.set_ylim(0, 1.02)
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("pretext accuracy")
+    ax_acc.legend()
+    fig.suptitle("SLeM pretraining")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,157 @@
+"""``SLeMTrainer``: nnU-Net's trainer with the CFB network, starting from SLeM-pretrained weights.
+
+Usage (after ``export nnUNet_extTrainer=$(nnunet-slem trainer-dir)``)::
+
+    nnunet-slem pretrain -d 501 -c 3d_fullres
+    nnUNetv2_train 501 3d_fullres 0 -tr SLeMTrainer
+    nnUNetv2_predict -i IN -o OUT -d 501 -c 3d_fullres -f 0 -tr SLeMTrainer
+
+Which checkpoint: ``$SLEM_PRETRAINED_WEIGHTS`` if set, else the pretraining command's output for the same
+dataset, plans and configuration:
+``$nnUNet_results/<Dataset>/SLeMPretrain__<plans>__<configuration>/checkpoint_final.pth``.
+
+When: once, at the start of a new training (epoch 0). Not on ``--c`` with a checkpoint (the fine-tuned
+weights win), not on ``--val`` and not at prediction (neither runs ``run_training``). If nnU-Net's own
+``-pretrained_weights`` already replaced the weights, those are kept and the default is not loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from nnunet_slem.errors import UserFacingError
+from nnunet_slem.network.cfb import CFBConfig
+from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans
+from nnunet_slem.pretrain.checkpoint import (
+    WEIGHTS_ENV,
+    check_architecture,
+    check_metadata,
+    data_metadata,
+    load_checkpoint,
+    pretrain_output_folder,
+)
+
+
+class SLeMTrainer(nnUNetTrainer):
+    """CFB network + SLeM-pretrained initialisation; everything else is nnU-Net's default training."""
+
+    #: CFB defaults; a configuration's ``slem_cfb`` entry in the plans overrides single fields.
+    cfb_defaults: CFBConfig = CFBConfig()
+    #: Load the SLeM checkpoint at the start of training (False for the random-init ablation).
+    use_slem_pretraining: bool = True
+    #: Epochs during which encoder and CFB stay frozen so the random decoder adapts first (0 = off).
+    decoder_warmup_epochs: int = 0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._weights_at_init: torch.Tensor | None = None
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager,
+                                   configuration_manager: ConfigurationManager,
+                                   num_input_channels: int,
+                                   num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        """Also used by ``nnUNetv2_predict``: the CFB config comes only from class defaults and plans."""
+        return build_slem_network(configuration_manager, num_input_channels, num_output_channels,
+                                  enable_deep_supervision,
+                                  cfb_config_from_plans(configuration_manager, cls.cfb_defaults))
+
+    # ----------------------------------------------------------------------------------------- hand-off
+    @property
+    def plain_network(self) -> SLeMNetwork:
+        """The network without DDP / torch.compile wrappers."""
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def pretrained_weights_path(self) -> Path:
+        """``$SLEM_PRETRAINED_WEIGHTS`` or the pretraining command's default output for these plans."""
+        if os.environ.get(WEIGHTS_ENV):
+            return Path(os.environ[WEIGHTS_ENV])
+        results = os.environ.get("nnUNet_results")
+        if not results:
+            raise UserFacingError(
+                "nnUNet_results is not set, so SLeMTrainer cannot find the SLeM pretraining checkpoint. "
+                f"Set nnUNet_results, or point {WEIGHTS_ENV} at the checkpoint."
+            )
+        folder = pretrain_output_folder(results, self.plans_manager.dataset_name,
+                                        self.plans_manager.plans_name, self.configuration_name)
+        return folder / "checkpoint_final.pth"
+
+    def initialize(self) -> None:
+        super().initialize()
+        # remember one tensor so on_train_start can tell whether -pretrained_weights replaced the weights
+        self._weights_at_init = self._first_encoder_weight().clone()
+
+    def _first_encoder_weight(self) -> torch.Tensor:
+        return next(self.plain_network.encoder.parameters()).detach()
+
+    def _weights_replaced_since_init(self) -> bool:
+        return self._weights_at_init is not None and not torch.equal(
+            self._weights_at_init, self._first_encoder_weight())
+
+    def _check_pretrained_file(self) -> Path:
+        path = self.pretrained_weights_path()
+        if not path.is_file():
+            raise UserFacingError(
+                f"SLeMTrainer looked for SLeM-pretrained weights at {path} and found no file. Produce it with "
+                f"`nnunet-slem pretrain -d {self.plans_manager.dataset_name} -c {self.configuration_name} "
+                f"-p {self.plans_manager.plans_name}`, point {WEIGHTS_ENV} at an existing checkpoint, or train "
+                "without pretraining with -tr SLeMTrainer_noPretrain."
+            )
+        return path
+
+    def on_train_start(self) -> None:
+        load = self.use_slem_pretraining and self.current_epoch == 0
+        if load and self._weights_replaced_since_init():
+            self.print_to_log_file("Weights were set by -pretrained_weights; not loading the SLeM default.")
+            load = False
+        path = self._check_pretrained_file() if load else None  # fail before the data loaders start
+        super().on_train_start()
+        if path is not None:
+            self.load_slem_pretrained_weights(path)
+
+    def load_slem_pretrained_weights(self, path: Path) -> None:
+        """Copy every pretrained tensor except the segmentation layers, after checking compatibility."""
+        ckpt = load_checkpoint(path, map_location="cpu")
+        meta = ckpt["metadata"]
+        for msg in check_metadata(meta, data_metadata(self.plans_manager, self.configuration_manager,
+                                                      self.dataset_json), str(path)):
+            self.print_to_log_file("WARNING:", msg)
+        network = self.plain_network
+        state = network.state_dict()
+        check_architecture(ckpt["network_weights"], state, str(path))
+        loaded = [k for k in state if ".seg_layers." not in k]
+        state.update({k: ckpt["network_weights"][k] for k in loaded})
+        network.load_state_dict(state)
+        self.print_to_log_file(f"Loaded SLeM-pretrained weights ({len(loaded)} tensors) from {path}")
+        record = {"checkpoint": str(path.resolve()), "tensors_loaded": len(loaded),
+                  "pretrain_epochs": ckpt.get("epoch"), "metadata": {k: v for k, v in meta.items()
+                                                                     if k != "pretext"}}
+        _write_json_atomic(Path(self.output_folder) / "slem_pretrained_from.json", record)
+
+    # ------------------------------------------------------------------------------------ decoder warm-up
+    def on_train_epoch_start(self) -> None:
+        if self.decoder_warmup_epochs > 0:
+            frozen = self.current_epoch < self.decoder_warmup_epochs
+            for module in (self.plain_network.encoder, self.plain_network.cfb):
+                for p in module.parameters():
+                    p.requires_grad_(not frozen)
+            if self.current_epoch in (0, self.decoder_warmup_epochs):
+                self.print_to_log_file("Encoder and CFB " + ("frozen (decoder warm-up)" if frozen else "unfrozen"))
+        super().on_train_epoch_start()
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,36 @@
+"""Trainer variants: each a small class changing one thing, named for what it changes (nnU-Net style)."""
+
+from __future__ import annotations
+
+import torch
+
+from nnunet_slem.trainers.slem_trainer import SLeMTrainer
+
+
+class SLeMTrainer_noPretrain(SLeMTrainer):
+    """Same CFB network, random initialisation: the "CFB without SLeM" ablation."""
+
+    use_slem_pretraining = False
+
+
+class SLeMTrainer_decoderWarmup(SLeMTrainer):
+    """Freeze the pretrained encoder and CFB for the first 50 epochs so the random decoder adapts first."""
+
+    decoder_warmup_epochs = 50
+
+
+class SLeMTrainer_smoke(SLeMTrainer):
+    """2 epochs x 5 training x 2 validation iterations: checks the pipeline end to end on a CPU."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 5
+        self.num_val_iterations_per_epoch = 2
+
+
+class SLeMTrainer_noPretrain_smoke(SLeMTrainer_smoke):
+    """The smoke schedule with random initialisation."""
+
+    use_slem_pretraining = False
