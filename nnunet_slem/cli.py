@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "make-dataset": ("nnunet_slem.commands.make_dataset", "write the bundled synthetic multi-modal dataset"),
     "pretrain": ("nnunet_slem.commands.pretrain", "SLeM self-supervised pretraining on preprocessed data"),
     "audit": ("nnunet_slem.commands.audit", "check the pretext is not solvable from block intensity statistics"),
+    "evaluate": ("nnunet_slem.commands.evaluate", "Dice, HD95 and volumes per case and region"),
+    "convert": ("nnunet_slem.commands.convert", "import BraTS / CHAOS MR as an nnU-Net raw dataset"),
     "demo": ("nnunet_slem.commands.demo", "the whole story on generated data: pretrain, fine-tune, compare"),
 }
 

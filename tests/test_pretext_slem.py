@@ -170,7 +170,7 @@ def _check_shuffle(pretext: SLeMPretext, images: torch.Tensor, out: torch.Tensor
         assert (source_channel[i] == np.moveaxis(expected, -1, 0)).all()
 
 
-OFF = {"renormalize": False, "intensity_aug": False}
+OFF = {"normalization": "none", "intensity_aug": False}
 
 
 @pytest.mark.parametrize(
@@ -287,3 +287,28 @@ def test_given_assignments_are_validated() -> None:
         SLeMPretext(cfg, num_modalities=2, spatial_dims=2, assignments=bad)
     with pytest.raises(PretextConfigError, match="shape"):
         SLeMPretext(cfg, num_modalities=2, spatial_dims=2, assignments=build_assignment_set(2, 8))
+
+
+def test_rank_normalisation_gives_every_block_the_same_histogram():
+    torch.manual_seed(0)
+    images = torch.cat([torch.randn(2, 1, 16, 16, 8), torch.rand(2, 1, 16, 16, 8) ** 3], dim=1)
+    pretext = SLeMPretext(SLeMPretextConfig(grid=(2, 2, 1), random_unsplit_axis=False, jitter=0.0),
+                          num_modalities=2, spatial_dims=3)
+    out, _, layouts = pretext.sample(images, torch.Generator().manual_seed(1))
+    reference = None
+    for i, layout in enumerate(layouts):
+        for slices in layout.block_slices():
+            for c in range(2):
+                values = out[(i, c, *slices)].flatten().sort().values
+                reference = values if reference is None else reference
+                assert torch.allclose(values, reference, atol=1e-5)
+                assert abs(values.mean().item()) < 1e-4 and abs(values.std(unbiased=False).item() - 1) < 1e-3
+
+
+def test_rank_normalisation_shares_ranks_between_ties():
+    from nnunet_slem.pretext.slem import _gaussian_rank
+
+    x = torch.tensor([[0.0, 0.0, 0.0, 1.0, 2.0, 2.0]])
+    z = _gaussian_rank(x)
+    assert z[0, 0] == z[0, 1] == z[0, 2] and z[0, 4] == z[0, 5]
+    assert z[0, 0] < z[0, 3] < z[0, 4]

@@ -74,17 +74,19 @@ def _one_empty_arg(value: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-ref", dest="ref", required=True, help="folder with reference segmentations")
-    parser.add_argument("-pred", dest="pred", required=True, help="folder with predicted segmentations")
-    parser.add_argument("-d", dest="dataset", help="dataset ID or name; its dataset.json defines the regions")
-    parser.add_argument("-dj", dest="dataset_json", help="path to dataset.json (instead of -d)")
-    parser.add_argument("-o", dest="out", help="output folder (default: PRED/slem_metrics)")
+    parser.add_argument("-ref", dest="ref", required=True, metavar="GT_DIR", help="reference segmentations")
+    parser.add_argument("-pred", dest="pred", required=True, metavar="PRED_DIR", help="predicted segmentations")
     parser.add_argument(
-        "--num-processes", "-np", dest="num_processes", type=int, default=None,
+        "-d", dest="dataset", metavar="ID", help="dataset ID or name; its dataset.json defines the regions"
+    )
+    parser.add_argument("-dj", dest="dataset_json", metavar="JSON", help="path to dataset.json (instead of -d)")
+    parser.add_argument("-o", dest="out", metavar="OUT", help="output folder (default: PRED_DIR/slem_metrics)")
+    parser.add_argument(
+        "--num-processes", "-np", dest="num_processes", type=int, default=None, metavar="N",
         help="worker processes (default: nnU-Net's default_num_processes, at most the CPU count)",
     )
     parser.add_argument(
-        "--one-empty-hd95", type=_one_empty_arg, default=DEFAULT_ONE_EMPTY_HD95,
+        "--one-empty-hd95", type=_one_empty_arg, default=DEFAULT_ONE_EMPTY_HD95, metavar="{diagonal,nan,MM}",
         help="HD95 when exactly one of reference/prediction is empty: 'diagonal' (image field-of-view "
         "diagonal in mm, default), 'nan' (like nnU-Net) or a number in mm",
     )

@@ -33,7 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data loading processes [min(8, cpus-1) on CUDA, 0 on CPU]")
+    parser.add_argument("--audit-samples", type=int, default=600,
+                        help="samples for the shortcut audit run before training (0 skips it) [600]")
     parser.add_argument("--seed", type=int, default=0, help="seed of data sampling and the assignment set [0]")
+    add_pretext_arguments(parser)
+
+
+def add_pretext_arguments(parser: argparse.ArgumentParser) -> None:
     pretext = parser.add_argument_group("pretext (stored in the checkpoint)")
     pretext.add_argument("--grid", type=parse_grid, default=None,
                          help="blocks per axis, e.g. 2x2x1 (4 blocks, default 3D) or 2x2x2; 2x2 for 2D")
@@ -42,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pretext.add_argument("--num-assignments", type=int, default=None,
                          help="classes = assignments in the set [min((M!)^blocks, 24)]")
     pretext.add_argument("--jitter", type=float, default=None, help="cut position jitter, fraction of the axis")
-    pretext.add_argument("--no-renormalize", action="store_true",
-                         help="disable per-block renormalisation (for ablations; opens an intensity shortcut)")
+    pretext.add_argument("--normalization", choices=["rank", "zscore", "none"], default=None,
+                         help="per-block renormalisation: rank (default; identical histograms in every block), "
+                         "zscore, or none (ablations only: opens an intensity shortcut)")
     pretext.add_argument("--no-intensity-aug", action="store_true",
                          help="disable random per-block intensity transforms")
 
@@ -59,8 +66,8 @@ def pretext_options(args: argparse.Namespace) -> dict:
         options["num_assignments"] = args.num_assignments
     if args.jitter is not None:
         options["jitter"] = args.jitter
-    if args.no_renormalize:
-        options["renormalize"] = False
+    if args.normalization is not None:
+        options["normalization"] = args.normalization
     if args.no_intensity_aug:
         options["intensity_aug"] = False
     return options
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
     settings = PretrainSettings(
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
         schedule=args.schedule, warmup_iters=args.warmup_iters, seed=args.seed, num_workers=args.num_workers,
-        compile=args.compile, pretext=pretext_options(args),
+        compile=args.compile, audit_samples=args.audit_samples, pretext=pretext_options(args),
     )
     SLeMPretrainer(args.dataset, args.configuration, args.plans, args.device, settings,
                    unlabeled_dir=args.unlabeled).run(resume=args.resume)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,7 +162,10 @@ def staged_dataset(dataset_id: int, name: str) -> Iterator[Path]:
     check_dataset_id_free(dataset_id)
     raw.mkdir(parents=True, exist_ok=True)
     final = raw / f"Dataset{dataset_id:03d}_{name}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=raw))
+    # os.mkdir, not tempfile.mkdtemp: mkdtemp makes the folder 0700, which would survive the rename and hide
+    # the dataset from other users of a shared nnUNet_raw
+    tmp = raw / f".{final.name}.partial-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
     try:
         yield tmp
         check_dataset_id_free(dataset_id)  # another process may have taken the ID meanwhile

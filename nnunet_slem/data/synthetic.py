@@ -8,8 +8,9 @@ multi-gigabyte download.
 
 Everything is vectorised numpy: smooth random fields are sums of a few random plane waves, which are smooth
 everywhere, cheap to evaluate on a grid and need no filtering. Each case ``k`` is drawn from its own child
-seed ``SeedSequence(seed, spawn_key=(k,))``, so a case depends only on ``(seed, k, shape)``: adding test cases
-does not change the training cases, and :func:`generate_case` reproduces any written case in memory.
+seed ``SeedSequence(seed, spawn_key=(k,))`` (the k-th child of ``default_rng(seed)``, as ``.spawn`` gives it),
+so a case depends only on ``(seed, k, shape)``: adding test cases does not change the training cases, and
+:func:`generate_case` reproduces any written case in memory.
 """
 
 from __future__ import annotations
@@ -539,7 +540,7 @@ def _chaos_anatomy(
     tissue[cavity] = _T_BOWEL
     tissue[cavity & (_smooth_field(rng, grid, 0.35) > 0.8)] = _T_FAT  # visceral fat
     spine_y = 0.62 * a_y
-    paraspinal = np.zeros(shape, dtype=bool)
+    paraspinal = np.zeros(shape, dtype=bool)  # z semi-axis 9.0: columns through the whole volume
     for side in (-1.0, 1.0):
         paraspinal |= _ellipsoid_radius(grid, (0.0, spine_y + 0.03, side * 0.15), (9.0, 0.12, 0.09)) < 1
     spine = _ellipsoid_radius(grid, (0.0, spine_y - 0.04, 0.0), (9.0, 0.11, 0.08)) < 1
@@ -559,7 +560,6 @@ def _chaos_anatomy(
 
     fat_fraction = _liver_fat_fraction(rng, grid, label == _L_LIVER)
     return tissue, label, body, fat_fraction
-
 
 
 def _paint(

@@ -12,6 +12,7 @@ kernels may differ in the last bits).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from tqdm import tqdm
 import nnunet_slem
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.slem_network import SLeMNetwork
+from nnunet_slem.pretext.audit import AuditResult, run_audit
 from nnunet_slem.pretext.slem import SLeMPretext, SLeMPretextConfig, default_grid
 from nnunet_slem.pretrain.checkpoint import (
     FORMAT_VERSION,
@@ -56,6 +58,7 @@ class PretrainSettings:
     num_workers: int | None = None  # None: min(8, cpus - 1) on CUDA, 0 on CPU
     compile: bool = False
     eval_batches: int = 4
+    audit_samples: int = 600  # histogram-classifier training samples before pretraining; 0 skips the audit
     pretext: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +106,7 @@ class SLeMPretrainer:
         self.log: dict[str, list] = {k: [] for k in ("epoch", "loss", "train_acc", "eval_acc", "lr",
                                                         "epoch_time_s", "samples_per_s")}
         self.start_epoch = 0
+        self.audit_result: dict | None = None
 
     # ---------------------------------------------------------------------------------------- building
     def _build_pretext(self) -> SLeMPretext:
@@ -126,16 +130,14 @@ class SLeMPretrainer:
         return PretextClassifier(network, self.pretext.num_classes)
 
     def metadata(self, network: SLeMNetwork) -> dict:
-        import nnunetv2
-
         from nnunet_slem.network.slem_network import cfb_config_from_plans
         from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 
         return {
             "format_version": FORMAT_VERSION,
             "nnunet_slem_version": nnunet_slem.__version__,
-            "nnunetv2_version": getattr(nnunetv2, "__version__", "unknown"),
-            "torch_version": torch.__version__,
+            "nnunetv2_version": importlib.metadata.version("nnunetv2"),
+            "torch_version": str(torch.__version__),
             "plans_name": self.plans_manager.plans_name,
             "configuration": self.configuration,
             **data_metadata(self.plans_manager, self.configuration_manager, self.data.dataset_json),
@@ -174,6 +176,9 @@ class SLeMPretrainer:
         meta = self.metadata(model.network)
         meta["num_images"] = len(source)
         self._write_settings(meta)
+        if self.settings.audit_samples > 0 and self.audit_result is None:
+            self.audit_result = self._run_audit(source)
+        meta["audit"] = self.audit_result
         step_model = torch.compile(model) if self.settings.compile else model
         eval_set = self._eval_set(source)
         total_steps = self.settings.epochs * self.settings.iters_per_epoch
@@ -266,6 +271,23 @@ class SLeMPretrainer:
             total += labels.numel()
         return correct / max(1, total)
 
+    def _run_audit(self, source: ImageSource) -> dict:
+        print("Shortcut audit: can block intensity statistics alone solve the pretext?")
+        result = self.audit(self.settings.audit_samples, max(1, self.settings.audit_samples // 2), source)
+        print("  " + result.summary())
+        self._append_log_line("audit: " + result.summary())
+        return result.to_dict()
+
+    def audit(self, n_train: int = 1000, n_test: int = 300, source: ImageSource | None = None) -> AuditResult:
+        """Can a histogram classifier solve the pretext from per-block intensity statistics? (It should not.)"""
+        stream = iter(PatchStream(source or self._image_source(), self.patch_size, 1, self.settings.seed + 104729))
+
+        def sample_images(n: int) -> torch.Tensor:
+            return torch.cat([next(stream) for _ in range(n)])
+
+        return run_audit(self.pretext, sample_images, n_train=n_train, n_test=n_test, seed=self.settings.seed,
+                         batch_size=8)
+
     # ---------------------------------------------------------------------------------- logging, saving
     def _log_epoch(self, epoch: int, stats: dict) -> None:
         self.log["epoch"].append(epoch)
@@ -276,9 +298,13 @@ class SLeMPretrainer:
                 f"{1 / self.pretext.num_classes:.3f})  lr {stats['lr']:.2e}  {stats['epoch_time_s']:.1f} s  "
                 f"{stats['samples_per_s']:.1f} samples/s")
         print(line)
+        self._append_log_line(line)
+        plot_progress(self.log, 1 / self.pretext.num_classes, self.output_folder / "progress.png",
+                      audit_accuracy=self.audit_result["accuracy"] if self.audit_result else None)
+
+    def _append_log_line(self, line: str) -> None:
         with open(self.output_folder / "pretrain_log.txt", "a") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
-        plot_progress(self.log, 1 / self.pretext.num_classes, self.output_folder / "progress.png")
 
     def _write_settings(self, meta: dict) -> None:
         tmp = self.output_folder / ".pretrain_config.json.tmp"
@@ -314,6 +340,7 @@ class SLeMPretrainer:
             scaler.load_state_dict(ckpt["grad_scaler_state"])
         self.log = {k: list(v) for k, v in ckpt["logging"].items()}
         self.start_epoch = int(ckpt["epoch"])
+        self.audit_result = ckpt["metadata"].get("audit")
         print(f"Resuming from {path} after epoch {self.start_epoch}")
 
 

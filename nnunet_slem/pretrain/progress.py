@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_progress(log: dict[str, list], chance: float, path: Path) -> None:
+def plot_progress(log: dict[str, list], chance: float, path: Path, audit_accuracy: float | None = None) -> None:
+    """Two panels; the accuracy panel also shows chance and the shortcut audit's accuracy (if it ran)."""
     epochs = [e + 1 for e in log["epoch"]]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(epochs, log["loss"], "b-o", ms=3, label="train loss")
@@ -21,6 +22,9 @@ def plot_progress(log: dict[str, list], chance: float, path: Path) -> None:
     ax_acc.plot(epochs, log["train_acc"], "g-o", ms=3, label="train accuracy")
     ax_acc.plot(epochs, log["eval_acc"], "r-o", ms=3, label="held-out accuracy")
     ax_acc.axhline(chance, color="gray", ls="--", label=f"chance ({chance:.3f})")
+    if audit_accuracy is not None:
+        ax_acc.axhline(audit_accuracy, color="orange", ls=":",
+                       label=f"histogram-classifier audit ({audit_accuracy:.3f})")
     ax_acc.set_ylim(0, 1.02)
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("pretext accuracy")
