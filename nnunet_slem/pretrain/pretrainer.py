@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import nnunet_slem
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.network.slem_network import SLeMNetwork
+from nnunet_slem.network.slem_network import SLeMNetwork, feature_map_sizes
 from nnunet_slem.pretext.audit import AuditResult, run_audit
 from nnunet_slem.pretext.slem import SLeMPretext, SLeMPretextConfig, default_grid
 from nnunet_slem.pretrain.checkpoint import (
@@ -50,6 +50,7 @@ class PretrainSettings:
     epochs: int = 100
     iters_per_epoch: int = 250
     batch_size: int | None = None  # None: the plans' batch size
+    optimizer: str = "sgd"  # or "adamw"
     lr: float = 1e-2
     weight_decay: float = 3e-5
     schedule: str = "cosine"  # or "poly"
@@ -62,6 +63,8 @@ class PretrainSettings:
     pretext: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise UserFacingError(f"Unknown --optimizer {self.optimizer!r}; use 'sgd' or 'adamw'.")
         if self.schedule not in ("cosine", "poly"):
             raise UserFacingError(f"Unknown --schedule {self.schedule!r}; use 'cosine' or 'poly'.")
         for name in ("epochs", "iters_per_epoch"):
@@ -127,7 +130,9 @@ class SLeMPretrainer:
         network = SLeMTrainer.build_network_architecture(
             self.plans_manager, self.configuration_manager, self.num_channels,
             label_manager.num_segmentation_heads, True)
-        return PretextClassifier(network, self.pretext.num_classes)
+        strides = self.configuration_manager.network_arch_init_kwargs["strides"]
+        bottleneck = feature_map_sizes(self.patch_size, strides)[-1]
+        return PretextClassifier(network, self.pretext.num_classes, bottleneck)
 
     def metadata(self, network: SLeMNetwork) -> dict:
         from nnunet_slem.network.slem_network import cfb_config_from_plans
@@ -150,8 +155,12 @@ class SLeMPretrainer:
         }
 
     # ------------------------------------------------------------------------------------------ running
-    def run(self, resume: bool = False) -> Path:
-        """Train, or continue with ``resume``; returns the final checkpoint's path."""
+    def run(self, resume: bool = False, stop_after: int | None = None) -> Path:
+        """Train, or continue with ``resume``; returns the final checkpoint's path.
+
+        ``stop_after``: leave (resumably, with ``checkpoint_latest.pth``) once this many epochs are done, e.g.
+        to fit a run into a time-boxed cluster job; returns the latest checkpoint's path then.
+        """
         final = self.output_folder / "checkpoint_final.pth"
         latest = self.output_folder / "checkpoint_latest.pth"
         existing = latest if latest.is_file() else final if final.is_file() else None
@@ -163,8 +172,7 @@ class SLeMPretrainer:
         model = self.build_model().to(self.device)
         trainable = [p for m in (model.network.encoder, model.network.cfb, model.head) for p in m.parameters()]
         trainable = list({id(p): p for p in trainable}.values())
-        optimizer = torch.optim.SGD(trainable, lr=self.settings.lr, momentum=0.99, nesterov=True,
-                                    weight_decay=self.settings.weight_decay)
+        optimizer = self._optimizer(trainable)
         scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         if existing is not None:
             self._restore(existing, model, optimizer, scaler)
@@ -187,11 +195,20 @@ class SLeMPretrainer:
             stats["eval_acc"] = self.evaluate(step_model, eval_set)
             self._log_epoch(epoch, stats)
             self._save(latest, model, optimizer, scaler, epoch + 1, meta)
+            if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < self.settings.epochs:
+                print(f"Stopping after epoch {epoch + 1} as asked; continue with --resume")
+                return latest
         self._save(final, model, optimizer, scaler, self.settings.epochs, meta)
         if latest.is_file():
             latest.unlink()
         print(f"Pretrained weights: {final}")
         return final
+
+    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        if self.settings.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        return torch.optim.SGD(params, lr=self.settings.lr, momentum=0.99, nesterov=True,
+                               weight_decay=self.settings.weight_decay)
 
     def _image_source(self) -> ImageSource:
         unlabeled = None

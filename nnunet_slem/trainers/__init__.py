@@ -3,7 +3,9 @@
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 from nnunet_slem.trainers.variants import (
     SLeMTrainer_decoderWarmup,
+    SLeMTrainer_demo,
     SLeMTrainer_noPretrain,
+    SLeMTrainer_noPretrain_demo,
     SLeMTrainer_noPretrain_smoke,
     SLeMTrainer_smoke,
 )
@@ -11,7 +13,9 @@ from nnunet_slem.trainers.variants import (
 __all__ = [
     "SLeMTrainer",
     "SLeMTrainer_decoderWarmup",
+    "SLeMTrainer_demo",
     "SLeMTrainer_noPretrain",
+    "SLeMTrainer_noPretrain_demo",
     "SLeMTrainer_noPretrain_smoke",
     "SLeMTrainer_smoke",
 ]

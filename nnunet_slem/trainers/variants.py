@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
@@ -32,5 +34,22 @@ class SLeMTrainer_smoke(SLeMTrainer):
 
 class SLeMTrainer_noPretrain_smoke(SLeMTrainer_smoke):
     """The smoke schedule with random initialisation."""
+
+    use_slem_pretraining = False
+
+
+class SLeMTrainer_demo(SLeMTrainer):
+    """The demo's short schedule: ``SLEM_DEMO_EPOCHS`` x ``SLEM_DEMO_ITERS`` (default 10 x 20), 2 val iterations."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = int(os.environ.get("SLEM_DEMO_EPOCHS", 10))
+        self.num_iterations_per_epoch = int(os.environ.get("SLEM_DEMO_ITERS", 20))
+        self.num_val_iterations_per_epoch = 2
+
+
+class SLeMTrainer_noPretrain_demo(SLeMTrainer_demo):
+    """The demo's schedule with random initialisation (the demo's baseline)."""
 
     use_slem_pretraining = False

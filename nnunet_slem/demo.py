@@ -1,0 +1,232 @@
+"""The whole SLeM story on generated data, through nnU-Net's own commands.
+
+make dataset -> ``nnUNetv2_plan_and_preprocess`` -> small plans for the CPU -> ``nnunet-slem pretrain`` on
+every training image -> ``nnUNetv2_train -tr SLeMTrainer_demo`` and ``-tr SLeMTrainer_noPretrain_demo`` on
+only ``labeled`` labelled cases (same split, same schedule) -> ``nnUNetv2_predict`` on held-out cases ->
+Dice per region -> ``results.md``, ``results.json`` and ``dice.png``.
+
+Every step skips itself when its output exists, so an interrupted demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nnunet_slem.errors import UserFacingError
+from nnunet_slem.workflow import nnunet_env, run_command, write_small_plans, write_split
+
+METHODS = {  # label in the table -> trainer
+    "SLeM (pretrained + CFB)": "SLeMTrainer_demo",
+    "scratch (CFB, random init)": "SLeMTrainer_noPretrain_demo",
+}
+SMALL_PLANS = "nnUNetPlans_slemDemo"
+
+
+@dataclass
+class DemoSettings:
+    out: str = "slem_demo"
+    device: str = "cpu"
+    dataset_id: int = 990
+    modalities: str = "brats"
+    cases: int = 16
+    test_cases: int = 8
+    labeled: int = 4
+    val_cases: int = 2
+    shape: tuple[int, int, int] = (40, 40, 40)
+    features: tuple[int, ...] = (8, 16, 32, 64)
+    pretrain_epochs: int = 10
+    pretrain_iters: int = 25
+    pretrain_batch: int = 8
+    audit_samples: int = 300
+    finetune_epochs: int = 10
+    finetune_iters: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.labeled < 1 or self.val_cases < 1 or self.labeled + self.val_cases > self.cases:
+            raise UserFacingError(
+                f"--labeled {self.labeled} + {self.val_cases} validation cases must fit in --cases {self.cases}."
+            )
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings) -> None:
+        self.s = settings
+        self.root = Path(settings.out).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = self.root / "demo_log.txt"
+        self.env = nnunet_env(self.root, extra={"SLEM_DEMO_EPOCHS": str(settings.finetune_epochs),
+                                                "SLEM_DEMO_ITERS": str(settings.finetune_iters)})
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------- steps
+    def run(self) -> dict:
+        start = time.perf_counter()
+        raw = self.make_dataset()
+        self.plan_and_preprocess()
+        self.small_plans_and_split(raw)
+        self.pretrain()
+        rows = {}
+        for label, trainer in METHODS.items():
+            self.finetune(trainer)
+            pred = self.predict(trainer, raw)
+            rows[label] = self.evaluate(pred, raw)
+        self.timings["total"] = time.perf_counter() - start
+        return self.report(rows)
+
+    @property
+    def dataset_name(self) -> str:
+        from nnunet_slem.data.synthetic import dataset_name
+
+        return dataset_name(self.s.dataset_id, self.s.modalities)
+
+    def _step(self, name: str, done: bool, action) -> None:
+        if done:
+            print(f"[{name}] done already, skipped")
+            return
+        print(f"[{name}]")
+        t = time.perf_counter()
+        action()
+        self.timings[name] = time.perf_counter() - t
+
+    def make_dataset(self) -> Path:
+        from nnunet_slem.data.synthetic import make_dataset
+
+        raw = Path(self.env["nnUNet_raw"]) / self.dataset_name
+        self._step("make dataset", (raw / "dataset.json").is_file(), lambda: make_dataset(
+            self.s.dataset_id, self.env["nnUNet_raw"], n_cases=self.s.cases, n_test=self.s.test_cases,
+            modalities=self.s.modalities, seed=self.s.seed, shape=self.s.shape))
+        return raw
+
+    @property
+    def preprocessed(self) -> Path:
+        return Path(self.env["nnUNet_preprocessed"]) / self.dataset_name
+
+    def plan_and_preprocess(self) -> None:
+        done = (self.preprocessed / "nnUNetPlans_3d_fullres").is_dir() and (
+            self.preprocessed / "nnUNetPlans.json").is_file()
+        env = {**self.env, "nnUNet_n_proc_DA": "2"}  # planning must not see 0 (torch.set_num_threads)
+        self._step("nnUNetv2_plan_and_preprocess", done, lambda: run_command(
+            ["nnUNetv2_plan_and_preprocess", "-d", self.s.dataset_id, "-c", "3d_fullres", "-np", "2",
+             "--verify_dataset_integrity"], env, self.log))
+
+    def small_plans_and_split(self, raw: Path) -> None:
+        write_small_plans(self.preprocessed, "nnUNetPlans", SMALL_PLANS, self.s.features)
+        cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
+        write_split(self.preprocessed, cases[: self.s.labeled], cases[-self.s.val_cases:])
+
+    @property
+    def pretrain_checkpoint(self) -> Path:
+        return (Path(self.env["nnUNet_results"]) / self.dataset_name /
+                f"SLeMPretrain__{SMALL_PLANS}__3d_fullres" / "checkpoint_final.pth")
+
+    def pretrain(self) -> None:
+        latest = self.pretrain_checkpoint.with_name("checkpoint_latest.pth")
+        self._step("nnunet-slem pretrain", self.pretrain_checkpoint.is_file(), lambda: run_command(
+            ["nnunet-slem", "pretrain", "-d", self.s.dataset_id, "-c", "3d_fullres", "-p", SMALL_PLANS,
+             "-device", self.s.device, "--epochs", self.s.pretrain_epochs, "--iters-per-epoch",
+             self.s.pretrain_iters, "--batch-size", self.s.pretrain_batch, "--audit-samples",
+             self.s.audit_samples, "--seed", self.s.seed, *(["--resume"] if latest.is_file() else [])],
+            self.env, self.log))
+
+    def trainer_folder(self, trainer: str) -> Path:
+        return Path(self.env["nnUNet_results"]) / self.dataset_name / f"{trainer}__{SMALL_PLANS}__3d_fullres"
+
+    def finetune(self, trainer: str) -> None:
+        fold = self.trainer_folder(trainer) / "fold_0"
+        self._step(f"nnUNetv2_train -tr {trainer}", (fold / "checkpoint_final.pth").is_file(), lambda: run_command(
+            ["nnUNetv2_train", self.s.dataset_id, "3d_fullres", "0", "-tr", trainer, "-p", SMALL_PLANS,
+             "-device", self.s.device], self.env, self.log))
+
+    def predict(self, trainer: str, raw: Path) -> Path:
+        out = self.root / "predictions" / trainer
+        expected = len(list((raw / "labelsTs").glob("*.nii.gz")))
+        done = out.is_dir() and len(list(out.glob("*.nii.gz"))) == expected
+        if not done and out.is_dir():
+            shutil.rmtree(out)
+        self._step(f"nnUNetv2_predict -tr {trainer}", done, lambda: run_command(
+            ["nnUNetv2_predict", "-i", raw / "imagesTs", "-o", out, "-d", self.s.dataset_id, "-c", "3d_fullres",
+             "-f", "0", "-tr", trainer, "-p", SMALL_PLANS, "-device", self.s.device, "--disable_tta",
+             "-npp", "1", "-nps", "1"], self.env, self.log))
+        return out
+
+    def evaluate(self, pred: Path, raw: Path) -> dict:
+        from nnunet_slem.evaluation.metrics import evaluate_folders, regions_from_labels, summarize
+
+        dataset_json = json.loads((raw / "dataset.json").read_text())
+        regions, ignore = regions_from_labels(dataset_json["labels"])
+        rows = evaluate_folders(raw / "labelsTs", pred, regions, ignore_label=ignore)
+        return summarize(rows, regions)
+
+    # ------------------------------------------------------------------------------------------ report
+    def report(self, rows: dict[str, dict]) -> dict:
+        from nnunet_slem.pretrain.checkpoint import load_checkpoint
+
+        meta = load_checkpoint(self.pretrain_checkpoint)
+        log = meta["logging"]
+        audit = meta["metadata"].get("audit") or {}
+        regions = list(next(iter(rows.values())))
+        lines = [
+            "# nnunet-slem demo",
+            "",
+            f"{self.s.cases} training images ({self.s.labeled} labelled for fine-tuning, {self.s.val_cases} fixed "
+            f"validation), {self.s.test_cases} held-out test cases, {self.s.modalities} modalities, "
+            f"shape {self.s.shape}.",
+            "",
+            "| method | " + " | ".join(f"{r} Dice" for r in regions) + " | mean |",
+            "|---" * (len(regions) + 2) + "|",
+        ]
+        for method, summary in rows.items():
+            means = [summary[r]["dice"]["mean"] for r in regions]
+            cells = [f"{m:.3f} ± {summary[r]['dice']['std']:.3f}" for m, r in zip(means, regions)]
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {sum(means) / len(means):.3f} |")
+        lines += [
+            "",
+            f"Pretext: final held-out accuracy {log['eval_acc'][-1]:.3f}, train accuracy {log['train_acc'][-1]:.3f}"
+            f" (chance {audit.get('chance', float('nan')):.3f}); shortcut audit (histogram classifier) "
+            f"{audit.get('accuracy', float('nan')):.3f}.",
+            "",
+            "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.timings.items()),
+        ]
+        text = "\n".join(lines) + "\n"
+        (self.root / "results.md").write_text(text)
+        result = {"settings": asdict(self.s), "dice": rows, "pretext": {
+            "eval_acc": log["eval_acc"], "train_acc": log["train_acc"], "audit": audit}, "timings": self.timings}
+        (self.root / "results.json").write_text(json.dumps(result, indent=2))
+        plot_dice(rows, regions, self.root / "dice.png")
+        print("\n" + text)
+        print(f"Figures and tables: {self.root}/results.md, dice.png; pretraining curves: "
+              f"{self.pretrain_checkpoint.parent / 'progress.png'}")
+        return result
+
+
+def plot_dice(rows: dict[str, dict], regions: list[str], path: Path) -> None:
+    """Grouped bars of mean Dice per region (error bars: std over test cases)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(regions))
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(regions), 4))
+    for i, (method, summary) in enumerate(rows.items()):
+        means = [summary[r]["dice"]["mean"] for r in regions]
+        stds = [summary[r]["dice"]["std"] for r in regions]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=method)
+    ax.set_xticks(x, regions)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Dice (held-out cases)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("SLeM pretraining vs training from scratch")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)

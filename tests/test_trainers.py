@@ -1,0 +1,156 @@
+"""SLeMTrainer in-process: lookup through nnUNet_extTrainer, the hand-off of pretrained weights, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+import nnunet_slem.trainers as package_trainers
+from nnunet_slem.errors import UserFacingError
+from nnunet_slem.pretrain.checkpoint import load_checkpoint, save_atomic
+
+
+def make_trainer(project, name: str = "SLeMTrainer_smoke", fold: int = 0):
+    trainer_class = recursive_find_trainer_class_by_name(name)
+    plans = json.loads((project.preprocessed / f"{project.plans}.json").read_text())
+    plans["continue_training"] = False
+    dataset_json = json.loads((project.preprocessed / "dataset.json").read_text())
+    return trainer_class(plans=plans, configuration=project.configuration, fold=fold, dataset_json=dataset_json,
+                         device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", package_trainers.__all__)
+def test_nnunet_finds_the_installed_package_classes(nnunet_paths, name):
+    found = recursive_find_trainer_class_by_name(name)
+    assert found is getattr(package_trainers, name)
+    assert found.__module__.startswith("nnunet_slem.trainers")
+
+
+def test_wrong_ext_trainer_gives_nnunets_own_error(nnunet_paths, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_extTrainer", str(tmp_path))
+    with pytest.raises(RuntimeError, match="Could not find requested nnunet trainer SLeMTrainer"):
+        recursive_find_trainer_class_by_name("SLeMTrainer")
+
+
+def test_handoff_weights_equal_the_pretrained_ones(nnunet_paths, pretrained_checkpoint):
+    trainer = make_trainer(nnunet_paths)
+    trainer.initialize()
+    before = {k: v.clone() for k, v in trainer.plain_network.state_dict().items()}
+    trainer.load_slem_pretrained_weights(pretrained_checkpoint)
+    pretrained = load_checkpoint(pretrained_checkpoint)["network_weights"]
+    after = trainer.plain_network.state_dict()
+    transferred = [k for k in after if ".seg_layers." not in k]
+    assert transferred and all(torch.equal(after[k], pretrained[k]) for k in transferred)
+    # segmentation layers keep their fresh initialisation (pretraining never trains them)
+    assert all(torch.equal(after[k], before[k]) for k in after if ".seg_layers." in k)
+    # and something really changed: the pretrained encoder differs from a fresh one
+    assert not torch.equal(after["encoder.stages.0.0.convs.0.conv.weight"],
+                           before["encoder.stages.0.0.convs.0.conv.weight"])
+    record = json.loads((Path(trainer.output_folder) / "slem_pretrained_from.json").read_text())
+    assert record["tensors_loaded"] == len(transferred)
+
+
+def test_stock_pretrained_weights_loader_accepts_the_checkpoint(nnunet_paths, pretrained_checkpoint):
+    trainer = make_trainer(nnunet_paths, "SLeMTrainer_noPretrain_smoke")
+    trainer.initialize()
+    assert not trainer._weights_replaced_since_init()
+    load_pretrained_weights(trainer.network, str(pretrained_checkpoint))
+    # SLeMTrainer notices -pretrained_weights and keeps them instead of loading its default
+    assert trainer._weights_replaced_since_init()
+
+
+def _edited_checkpoint(src, dst, edit):
+    ckpt = load_checkpoint(src)
+    edit(ckpt)
+    save_atomic(ckpt, dst)
+    return dst
+
+
+def test_mismatched_channel_names_are_a_hard_error(nnunet_paths, pretrained_checkpoint, tmp_path):
+    def swap(ckpt):
+        names = ckpt["metadata"]["channel_names"]
+        names[0], names[1] = names[1], names[0]
+
+    bad = _edited_checkpoint(pretrained_checkpoint, tmp_path / "swapped.pth", swap)
+    trainer = make_trainer(nnunet_paths)
+    trainer.initialize()
+    with pytest.raises(UserFacingError, match=r"channel names/order.*\['seqB', 'seqA'.*\['seqA', 'seqB'"):
+        trainer.load_slem_pretrained_weights(bad)
+
+
+def test_mismatched_channel_count_and_architecture(nnunet_paths, pretrained_checkpoint, tmp_path):
+    def three_channels(ckpt):
+        ckpt["metadata"]["num_input_channels"] = 3
+
+    trainer = make_trainer(nnunet_paths)
+    trainer.initialize()
+    with pytest.raises(UserFacingError, match="channel count.*3.*4"):
+        trainer.load_slem_pretrained_weights(_edited_checkpoint(pretrained_checkpoint, tmp_path / "c.pth",
+                                                                three_channels))
+
+    def other_architecture(ckpt):
+        key = "encoder.stages.0.0.convs.0.conv.weight"
+        ckpt["network_weights"][key] = torch.zeros(5, *ckpt["network_weights"][key].shape[1:])
+
+    with pytest.raises(UserFacingError, match="architecture.*mis-shaped"):
+        trainer.load_slem_pretrained_weights(_edited_checkpoint(pretrained_checkpoint, tmp_path / "a.pth",
+                                                                other_architecture))
+
+
+def test_softer_mismatches_only_warn(nnunet_paths, pretrained_checkpoint, tmp_path):
+    def other_dataset(ckpt):
+        ckpt["metadata"]["dataset_name"] = "Dataset001_Other"
+        ckpt["metadata"]["patch_size"] = [64, 64, 64]
+
+    trainer = make_trainer(nnunet_paths)
+    trainer.initialize()
+    with pytest.warns(UserWarning, match="dataset_name"):
+        trainer.load_slem_pretrained_weights(_edited_checkpoint(pretrained_checkpoint, tmp_path / "o.pth",
+                                                                other_dataset))
+
+
+def test_truncated_checkpoint_is_named(nnunet_paths, pretrained_checkpoint, tmp_path):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(pretrained_checkpoint.read_bytes()[:5000])
+    with pytest.raises(UserFacingError, match="truncated or corrupt"):
+        load_checkpoint(broken)
+
+
+def test_missing_weights_message_names_file_and_command(nnunet_paths, monkeypatch, tmp_path):
+    monkeypatch.setenv("SLEM_PRETRAINED_WEIGHTS", str(tmp_path / "nope.pth"))
+    trainer = make_trainer(nnunet_paths)
+    with pytest.raises(UserFacingError, match=r"nope\.pth.*nnunet-slem pretrain -d Dataset777"):
+        trainer.on_train_start()
+    assert trainer.dataloader_train is None  # failed before any data loading started
+
+
+def test_continue_training_does_not_reload_pretraining(nnunet_paths, monkeypatch, tmp_path):
+    monkeypatch.setenv("SLEM_PRETRAINED_WEIGHTS", str(tmp_path / "nope.pth"))
+    trainer = make_trainer(nnunet_paths)
+    trainer.current_epoch = 3  # as after --c with a checkpoint
+    calls = []
+    monkeypatch.setattr(nnUNetTrainer, "on_train_start", lambda self: calls.append(1))
+    trainer.on_train_start()  # no error although the file is missing: nothing is loaded
+    assert calls == [1]
+
+
+def test_decoder_warmup_freezes_encoder_and_cfb(nnunet_paths):
+    from nnunet_slem.trainers.variants import SLeMTrainer_decoderWarmup
+
+    trainer = make_trainer(nnunet_paths, "SLeMTrainer_decoderWarmup")
+    assert isinstance(trainer, SLeMTrainer_decoderWarmup)
+    trainer.initialize()
+    trainer.on_train_epoch_start()
+    net = trainer.plain_network
+    assert not any(p.requires_grad for p in net.cfb.parameters())
+    assert not any(p.requires_grad for p in net.encoder.parameters())
+    assert all(p.requires_grad for p in net.decoder.seg_layers.parameters())
+    trainer.current_epoch = trainer.decoder_warmup_epochs
+    trainer.on_train_epoch_start()
+    assert all(p.requires_grad for p in net.parameters())
