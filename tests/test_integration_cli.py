@@ -48,7 +48,7 @@ def test_noPretrain_smoke_trains_predicts_and_evaluates_on_a_foreign_dataset(pro
 
 def test_slem_trainer_smoke_starts_from_the_pretrained_checkpoint(project, pretrained_checkpoint):
     proc = _train(project, "SLeMTrainer_smoke", fold=1)
-    assert f"Loaded SLeM-pretrained weights" in proc.stdout and str(pretrained_checkpoint) in proc.stdout
+    assert "Loaded SLeM-pretrained weights" in proc.stdout and str(pretrained_checkpoint) in proc.stdout
     fold = project.results / f"SLeMTrainer_smoke__{project.plans}__{project.configuration}" / "fold_1"
     record = json.loads((fold / "slem_pretrained_from.json").read_text())
     assert record["checkpoint"] == str(pretrained_checkpoint.resolve())
@@ -83,9 +83,9 @@ def test_pretrain_cli_errors_are_one_clear_line(project):
 
 
 def test_demo_reduced_runs_and_resumes(tmp_path):
-    from nnunet_slem.workflow import console_script
-
     import subprocess
+
+    from nnunet_slem.workflow import console_script
 
     out = tmp_path / "demo"
     args = [console_script("nnunet-slem"), "demo", "--out", str(out), "-d", "991", "--cases", "5", "--test-cases",

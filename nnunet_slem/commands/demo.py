@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "cases, predict held-out cases, print a Dice table and write dice.png. Defaults take under 10 minutes "
         "on 2 CPU cores; rerunning continues an interrupted demo."
     )
-    parser.add_argument("--out", default=d.out, help=f"working folder (nnUNet_raw/preprocessed/results inside) [{d.out}]")
+    parser.add_argument("--out", default=d.out,
+                        help=f"working folder (nnUNet_raw/preprocessed/results inside) [{d.out}]")
     parser.add_argument("-device", dest="device", default=d.device, choices=["cpu", "cuda", "mps"])
     parser.add_argument("-d", dest="dataset_id", type=int, default=d.dataset_id, help="dataset id to generate")
     parser.add_argument("--modalities", choices=["brats", "chaos"], default=d.modalities)
