@@ -109,7 +109,8 @@ def test_unlabeled_images_are_preprocessed_with_the_same_plans(project, tmp_path
     for f in (project.raw / "imagesTr").glob("pat00_*.nii.gz"):
         shutil.copy(f, unlabeled / f.name.replace("pat00", "extra"))
     trainer = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
-                             PretrainSettings(**TINY), unlabeled_dir=str(unlabeled), results_root=tmp_path)
+                             PretrainSettings(**TINY), unlabeled_dir=str(unlabeled), results_root=tmp_path,
+                             preprocessed_root=project.env["nnUNet_preprocessed"])
     source = trainer._image_source()
     n_labeled = len(list((project.raw / "labelsTr").glob("*.nii.gz")))
     assert len(source) == n_labeled + 1
@@ -122,7 +123,8 @@ def test_unlabeled_folder_with_missing_channel(project, tmp_path):
     (tmp_path / "u").mkdir()
     shutil.copy(project.raw / "imagesTr" / "pat00_0000.nii.gz", tmp_path / "u" / "x_0000.nii.gz")
     trainer = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
-                             PretrainSettings(**TINY), unlabeled_dir=str(tmp_path / "u"), results_root=tmp_path)
+                             PretrainSettings(**TINY), unlabeled_dir=str(tmp_path / "u"), results_root=tmp_path,
+                             preprocessed_root=project.env["nnUNet_preprocessed"])
     with pytest.raises(UserFacingError, match=r"x has channels \[0\].*4"):
         trainer._image_source()
 

@@ -24,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=100, help="epochs [100]")
     parser.add_argument("--iters-per-epoch", type=int, default=250, help="optimizer steps per epoch [250]")
     parser.add_argument("--batch-size", type=int, default=None, help="patches per step [the plans' batch size]")
-    parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate of SGD (nesterov) [1e-2]")
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                        help="adamw, or sgd as in nnU-Net (momentum 0.99, nesterov) [adamw]")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate [1e-3]")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay [1e-4]")
     parser.add_argument("--schedule", choices=["cosine", "poly"], default="cosine", help="LR decay [cosine]")
     parser.add_argument("--warmup-iters", type=int, default=0, help="linear LR warm-up steps [0]")
     parser.add_argument("--unlabeled", metavar="IMAGES_DIR", default=None,
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> None:
     from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
 
     settings = PretrainSettings(
-        epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
+        epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_iters=args.warmup_iters, seed=args.seed, num_workers=args.num_workers,
         compile=args.compile, audit_samples=args.audit_samples, pretext=pretext_options(args),
     )

@@ -50,9 +50,9 @@ class PretrainSettings:
     epochs: int = 100
     iters_per_epoch: int = 250
     batch_size: int | None = None  # None: the plans' batch size
-    optimizer: str = "sgd"  # or "adamw"
-    lr: float = 1e-2
-    weight_decay: float = 3e-5
+    optimizer: str = "adamw"  # or "sgd" (nnU-Net's: momentum 0.99, nesterov)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
     schedule: str = "cosine"  # or "poly"
     warmup_iters: int = 0
     seed: int = 0

@@ -1,0 +1,86 @@
+"""Pretraining throughput: compute-bound step rate vs end-to-end rate with the real loader, in one run.
+
+    python benchmarks/pretrain_throughput.py -d 501 -c 3d_fullres [-p PLANS] [-device cuda] [--steps 50]
+
+(a) compute bound: one batch of real patches kept on the device; every step still builds a fresh pretext
+    sample from it on the device, then forward/backward/step.
+(b) end to end: the real patch stream (worker processes, pinned memory) feeding the same step.
+Prints both in samples/s and their ratio (goal on a GPU: end-to-end >= 0.9 x compute bound), and one
+``RESULT {json}`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_steps(trainer: SLeMPretrainer, model, optimizer, scaler, batches, steps: int, warmup: int) -> float:
+    generator = torch.Generator().manual_seed(0)
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(trainer.device)
+            start = time.perf_counter()
+        images = next(batches).to(trainer.device, non_blocking=True)
+        trainer.train_step(model, optimizer, scaler, images, generator)
+    _sync(trainer.device)
+    return steps * trainer.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", dest="dataset", required=True)
+    parser.add_argument("-c", dest="configuration", default="3d_fullres")
+    parser.add_argument("-p", dest="plans", default="nnUNetPlans")
+    parser.add_argument("-device", dest="device", default="cuda")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+
+    settings = PretrainSettings(batch_size=args.batch_size, num_workers=args.num_workers, compile=args.compile)
+    trainer = SLeMPretrainer(args.dataset, args.configuration, args.plans, args.device, settings,
+                             results_root="/tmp/slem_benchmark_results")
+    model = trainer.build_model().to(trainer.device)
+    optimizer = trainer._optimizer(list(model.parameters()))
+    scaler = torch.amp.GradScaler("cuda") if trainer.device.type == "cuda" else None
+    step_model = torch.compile(model) if args.compile else model
+    source = trainer._image_source()
+
+    fixed = next(trainer._loader(source, 0)).to(trainer.device)
+
+    def fixed_batches():
+        while True:
+            yield fixed
+
+    compute = timed_steps(trainer, step_model, optimizer, scaler, fixed_batches(), args.steps, args.warmup)
+    end_to_end = timed_steps(trainer, step_model, optimizer, scaler, trainer._loader(source, 1), args.steps,
+                             args.warmup)
+    result = {
+        "device": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
+        "patch_size": trainer.patch_size, "batch_size": trainer.batch_size, "channels": trainer.num_channels,
+        "compute_bound_samples_per_s": round(compute, 2), "end_to_end_samples_per_s": round(end_to_end, 2),
+        "ratio": round(end_to_end / compute, 3),
+    }
+    if trainer.device.type == "cuda":
+        result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    print(f"compute bound : {compute:8.2f} samples/s")
+    print(f"end to end    : {end_to_end:8.2f} samples/s")
+    print(f"ratio         : {end_to_end / compute:8.3f}")
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
