@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("nnunet_slem.commands.audit", "check the pretext is not solvable from block intensity statistics"),
     "evaluate": ("nnunet_slem.commands.evaluate", "Dice, HD95 and volumes per case and region"),
     "convert": ("nnunet_slem.commands.convert", "import BraTS / CHAOS MR as an nnU-Net raw dataset"),
+    "robustness": ("nnunet_slem.commands.robustness",
+                   "Dice drop per region with each modality (or pair) removed after nnU-Net's normalisation"),
+    "figure": ("nnunet_slem.commands.figure",
+               "PNG + PDF figure: modality slices, ground truth and predictions as region overlays, per case"),
     "demo": ("nnunet_slem.commands.demo", "the whole story on generated data: pretrain, fine-tune, compare"),
 }
 

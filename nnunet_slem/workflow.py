@@ -29,6 +29,9 @@ def nnunet_env(root: str | os.PathLike, n_proc_da: int = 0, extra: dict | None =
         "nnUNet_extTrainer": str(trainer_dir()),
         "nnUNet_compile": env.get("nnUNet_compile", "f"),
         "nnUNet_n_proc_DA": str(n_proc_da),
+        # nnU-Net spawns this many export workers (default 8), each importing torch: on a small machine
+        # that costs more than the tiny validation itself
+        "nnUNet_def_n_proc": env.get("nnUNet_def_n_proc", "1"),
         "PYTHONUNBUFFERED": "1",
     })
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):

@@ -234,6 +234,20 @@ def test_robustness_cli_reports_one_row_per_condition_and_region(robustness_cli_
 
 
 @pytest.mark.integration
+def test_all_channels_prediction_equals_nnUNetv2_predict(project, small_set, robustness_cli_out, tmp_path) -> None:
+    """The split inference path (preprocess, predict logits, export) gives nnU-Net's own segmentation."""
+    images, _, cases = small_set
+    project.run("nnUNetv2_predict", "-i", images, "-o", tmp_path / "nnunet", "-d", project.dataset_id, "-c",
+                project.configuration, "-f", FOLD, "-tr", TRAINER, "-p", project.plans, "-device", "cpu",
+                "--disable_tta", "-npp", 1, "-nps", 1)
+    for case in cases:
+        ours = sitk.ReadImage(str(robustness_cli_out / "predictions" / "all_channels" / f"{case}.nii.gz"))
+        theirs = sitk.ReadImage(str(tmp_path / "nnunet" / f"{case}.nii.gz"))
+        assert np.array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs))
+        assert ours.GetSpacing() == theirs.GetSpacing() and ours.GetOrigin() == theirs.GetOrigin()
+
+
+@pytest.mark.integration
 def test_robustness_pairs_in_process_with_noise(nnunet_paths, trained_fold, small_set, tmp_path) -> None:
     import torch
 

@@ -375,6 +375,8 @@ def run_robustness(
 
     if fill not in FILLS:
         raise UserFacingError(f"unknown fill {fill!r}; use one of {', '.join(FILLS)}")
+    if seed < 0:
+        raise UserFacingError(f"--seed {seed}: use a non-negative integer")
     model_folder = Path(model_folder)
     check_model_folder(model_folder, fold, checkpoint_name)
     dataset_json = json.loads((model_folder / "dataset.json").read_text(encoding="utf-8"))
@@ -391,17 +393,17 @@ def run_robustness(
         image_cases = {c: image_cases[c] for c in cases}
     refs = match_references(list(image_cases), Path(labels_dir), file_ending)
 
+    predictor = make_predictor(model_folder, fold, device, use_mirroring, checkpoint_name)
     out = Path(out_dir) if out_dir is not None else model_folder / f"fold_{fold}" / "robustness"
     out.mkdir(parents=True, exist_ok=True)
-    predictor = make_predictor(model_folder, fold, device, use_mirroring, checkpoint_name)
     schemes = list(predictor.configuration_manager.normalization_schemes)
     use_mask_for_norm = [bool(v) for v in predictor.configuration_manager.use_mask_for_norm]
     if fill == "zero":
         odd = [f"{channel_names[c]} ({s})" for c, s in enumerate(schemes) if s not in ZERO_MEAN_SCHEMES]
         if odd:
             warnings.warn(
-                f"fill 'zero' assumes z-score normalisation (0 = mean), but the plans normalise "
-                f"{', '.join(odd)} otherwise: there 0 is not the mean intensity.",
+                f"fill 'zero' assumes z-score normalisation (0 = mean intensity), but these channels use "
+                f"another scheme, so 0 is not their mean: {', '.join(odd)}.",
                 stacklevel=2,
             )
     reader = predictor.plans_manager.image_reader_writer_class()
@@ -510,6 +512,14 @@ def format_markdown(result: RobustnessResult) -> str:
         f"{result.meta.get('n_cases', '')} cases; fill `{result.meta.get('fill', '')}` after nnU-Net's "
         f"normalisation; TTA mirroring {'on' if result.meta.get('tta_mirroring') else 'off'}.",
         "Drop = mean Dice with all channels - mean Dice of the condition (positive = worse).",
+    ]
+    norm = result.meta.get("normalization", {})
+    if norm:
+        masks = result.meta.get("use_mask_for_norm", {})
+        lines.append("Normalisation: " + ", ".join(
+            f"{name} {scheme}{' (in non-zero mask)' if masks.get(name) else ''}" for name, scheme in norm.items()
+        ) + ".")
+    lines += [
         "",
         header,
         rule,
