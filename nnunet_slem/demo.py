@@ -158,7 +158,7 @@ class Demo:
     def evaluate(self, pred: Path, raw: Path) -> dict:
         from nnunet_slem.evaluation.metrics import evaluate_folders, regions_from_labels, summarize
 
-        dataset_json = json.loads((raw / "dataset.json").read_text())
+        dataset_json = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
         regions, ignore = regions_from_labels(dataset_json["labels"])
         rows = evaluate_folders(raw / "labelsTs", pred, regions, ignore_label=ignore)
         return summarize(rows, regions)
@@ -194,10 +194,10 @@ class Demo:
             "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.timings.items()),
         ]
         text = "\n".join(lines) + "\n"
-        (self.root / "results.md").write_text(text)
+        (self.root / "results.md").write_text(text, encoding="utf-8")
         result = {"settings": asdict(self.s), "dice": rows, "pretext": {
             "eval_acc": log["eval_acc"], "train_acc": log["train_acc"], "audit": audit}, "timings": self.timings}
-        (self.root / "results.json").write_text(json.dumps(result, indent=2))
+        (self.root / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         plot_dice(rows, regions, self.root / "dice.png")
         print("\n" + text)
         print(f"Figures and tables: {self.root}/results.md, dice.png; pretraining curves: "

@@ -33,6 +33,7 @@ def nnunet_env(root: str | os.PathLike, n_proc_da: int = 0, extra: dict | None =
         # that costs more than the tiny validation itself
         "nnUNet_def_n_proc": env.get("nnUNet_def_n_proc", "1"),
         "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",  # progress bars and tables print in any locale, even plain ASCII
     })
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
@@ -51,10 +52,11 @@ def run_command(args: Sequence[str], env: dict[str, str], log_file: str | os.Pat
     """Run one command; on failure raise with the command and the end of its output. Returns seconds taken."""
     args = [console_script(args[0]), *map(str, args[1:])]
     start = time.perf_counter()
-    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8",
+                          errors="replace")
     elapsed = time.perf_counter() - start
     if log_file is not None:
-        with open(log_file, "a") as f:
+        with open(log_file, "a", encoding="utf-8") as f:
             f.write(f"\n$ {' '.join(args)}\n{proc.stdout}")
     if not quiet:
         print(f"  $ {' '.join(Path(args[0]).name if i == 0 else a for i, a in enumerate(args))}  ({elapsed:.0f} s)")
@@ -72,7 +74,7 @@ def write_small_plans(preprocessed_base: str | os.PathLike, source: str, target:
     and strides; features are taken from ``features`` (last value repeated for deeper stages).
     """
     base = Path(preprocessed_base)
-    plans = json.loads((base / f"{source}.json").read_text())
+    plans = json.loads((base / f"{source}.json").read_text(encoding="utf-8"))
     small = copy.deepcopy(plans)
     small["plans_name"] = target
     for cfg in small["configurations"].values():
@@ -100,5 +102,5 @@ def write_split(preprocessed_base: str | os.PathLike, train: Sequence[str], val:
 
 def _write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
     os.replace(tmp, path)

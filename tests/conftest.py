@@ -47,7 +47,8 @@ class Project:
     def run(self, *args: str | int, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """Run a console command the way a user would; on failure show its output."""
         cmd = [console_script(str(args[0])), *map(str, args[1:])]
-        proc = subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True, text=True)
+        proc = subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True, encoding="utf-8",
+                              errors="replace")
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                                  f"{proc.stderr[-5000:]}")

@@ -7,6 +7,8 @@ plan/preprocess (fixture) -> ``nnunet-slem pretrain`` (fixture) -> ``nnUNetv2_tr
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -83,8 +85,6 @@ def test_pretrain_cli_errors_are_one_clear_line(project):
 
 
 def test_demo_reduced_runs_and_resumes(tmp_path):
-    import subprocess
-
     from nnunet_slem.workflow import console_script
 
     out = tmp_path / "demo"
@@ -92,7 +92,8 @@ def test_demo_reduced_runs_and_resumes(tmp_path):
             "2", "--labeled", "2", "--val-cases", "1", "--shape", "32", "32", "32", "--features", "4", "8", "16",
             "--pretrain-epochs", "1", "--pretrain-iters", "2", "--pretrain-batch", "2", "--audit-samples", "16",
             "--finetune-epochs", "1", "--finetune-iters", "2"]
-    proc = subprocess.run(args, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (out / "results.md").read_text()
     assert "| SLeM (pretrained + CFB) |" in table and "| scratch (CFB, random init) |" in table
@@ -101,5 +102,5 @@ def test_demo_reduced_runs_and_resumes(tmp_path):
     for summary in result["dice"].values():
         assert all(0.0 <= summary[r]["dice"]["mean"] <= 1.0 for r in ("WT", "TC", "ET"))
     assert (out / "dice.png").stat().st_size > 1000
-    again = subprocess.run(args, capture_output=True, text=True)
+    again = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)
     assert again.returncode == 0 and again.stdout.count("skipped") >= 6

@@ -32,5 +32,5 @@ def run(args: argparse.Namespace) -> None:
     result = trainer.audit(args.samples, max(1, args.samples // 2))
     print(result.summary())
     if args.json_out:
-        with open(args.json_out, "w") as f:
+        with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(result.to_dict() | {"pretext": trainer.pretext.state_dict()["config"]}, f, indent=2)

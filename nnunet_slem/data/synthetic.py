@@ -256,7 +256,7 @@ def _write_dataset(
             case = generate_case(modalities, seed, first_index + offset, shape)
             _write_case(folder / images_dir, folder / labels_dir, case_id, case)
     meta = _dataset_json(modalities, n_cases, n_test, seed, shape)
-    (folder / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
 
 
 def _dataset_json(

@@ -55,7 +55,7 @@ def locate_preprocessed(dataset: str | int, configuration: str, plans_name: str 
             f"Plans {plans_name!r} not found in {base} (available: {available or 'none'}). Pass -p with one of "
             f"them, or run `nnUNetv2_plan_and_preprocess -d {name}`."
         )
-    plans = json.loads(plans_file.read_text())
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
     configurations = plans.get("configurations", {})
     if configuration not in configurations:
         raise UserFacingError(
@@ -71,5 +71,5 @@ def locate_preprocessed(dataset: str | int, configuration: str, plans_name: str 
             f"Configuration {configuration!r} of {name} is planned but not preprocessed ({data_folder} is missing "
             f"or empty). Run `nnUNetv2_preprocess -d {name} -c {configuration} -plans_name {plans_name}`."
         )
-    dataset_json = json.loads((base / "dataset.json").read_text())
+    dataset_json = json.loads((base / "dataset.json").read_text(encoding="utf-8"))
     return PreprocessedDataset(name, base, plans, dataset_json, data_folder)

@@ -320,7 +320,7 @@ class SLeMPretrainer:
                       audit_accuracy=self.audit_result["accuracy"] if self.audit_result else None)
 
     def _append_log_line(self, line: str) -> None:
-        with open(self.output_folder / "pretrain_log.txt", "a") as f:
+        with open(self.output_folder / "pretrain_log.txt", "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
 
     def _write_settings(self, meta: dict) -> None:
