@@ -11,12 +11,12 @@ Every step skips itself when its output exists, so an interrupted demo continues
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nnunet_slem.atomic import save_figure_atomic, write_json_atomic, write_text_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.workflow import nnunet_env, run_command, write_small_plans, write_split
 
@@ -194,10 +194,10 @@ class Demo:
             "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.timings.items()),
         ]
         text = "\n".join(lines) + "\n"
-        (self.root / "results.md").write_text(text, encoding="utf-8")
+        write_text_atomic(self.root / "results.md", text)
         result = {"settings": asdict(self.s), "dice": rows, "pretext": {
             "eval_acc": log["eval_acc"], "train_acc": log["train_acc"], "audit": audit}, "timings": self.timings}
-        (self.root / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        write_json_atomic(self.root / "results.json", result)
         plot_dice(rows, regions, self.root / "dice.png")
         print("\n" + text)
         print(f"Figures and tables: {self.root}/results.md, dice.png; pretraining curves: "
@@ -226,7 +226,5 @@ def plot_dice(rows: dict[str, dict], regions: list[str], path: Path) -> None:
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("SLeM pretraining vs training from scratch")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

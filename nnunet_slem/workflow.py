@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from nnunet_slem.atomic import write_json_atomic
 from nnunet_slem.commands.trainer_dir import trainer_dir
 from nnunet_slem.errors import UserFacingError
 
@@ -87,7 +88,7 @@ def write_small_plans(preprocessed_base: str | os.PathLike, source: str, target:
             cfg["batch_size"] = batch_size
         # data_identifier is copied unchanged: the small plans read the source plans' preprocessed data
     path = base / f"{target}.json"
-    _write_json_atomic(path, small)
+    write_json_atomic(path, small)
     return path
 
 
@@ -96,11 +97,5 @@ def write_split(preprocessed_base: str | os.PathLike, train: Sequence[str], val:
     if set(train) & set(val):
         raise UserFacingError(f"Cases in both training and validation: {sorted(set(train) & set(val))}")
     path = Path(preprocessed_base) / "splits_final.json"
-    _write_json_atomic(path, [{"train": list(train), "val": list(val)}])
+    write_json_atomic(path, [{"train": list(train), "val": list(val)}])
     return path
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
-    os.replace(tmp, path)

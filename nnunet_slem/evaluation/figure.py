@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_slem.atomic import write_bytes_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.evaluation.metrics import Region, dice, region_mask, regions_from_labels
 
@@ -197,16 +198,6 @@ def _dice_text(ref: np.ndarray, pred: np.ndarray, regions: Sequence[Region], ign
     return "\n".join(lines)
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def make_figure(
     images_dir: str | os.PathLike,
     ref_dir: str | os.PathLike,
@@ -324,7 +315,7 @@ def make_figure(
     for path, fmt, dpi in ((png, "png", 150), (pdf, "pdf", None)):
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=dpi)
-        _atomic_write_bytes(path, buf.getvalue())
+        write_bytes_atomic(path, buf.getvalue())
     plt.close(fig)
     return png, pdf, shown
 

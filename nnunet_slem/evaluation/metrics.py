@@ -39,7 +39,6 @@ import io
 import json
 import math
 import multiprocessing
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from nnunet_slem.atomic import write_text_atomic
 from nnunet_slem.errors import UserFacingError
 
 #: What HD95 is when exactly one of reference and prediction is empty: "diagonal" (the image's field-of-view
@@ -332,16 +332,6 @@ def summarize(rows: Sequence[CaseMetrics], regions: Sequence[Region]) -> dict:
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _fmt(v: float) -> str:
     return "nan" if math.isnan(v) else repr(float(v))
 
@@ -356,9 +346,9 @@ def write_outputs(rows: Sequence[CaseMetrics], summary: dict, out_dir: str | Pat
     for r in rows:
         d = asdict(r)
         writer.writerow([d["case"], d["region"], *(_fmt(d[k]) for k in CSV_COLUMNS[2:])])
-    _atomic_write_text(out / "metrics_per_case.csv", buf.getvalue())
+    write_text_atomic(out / "metrics_per_case.csv", buf.getvalue())
     doc = {**meta, "regions": summary}
-    _atomic_write_text(out / "summary.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
 def format_table(summary: dict) -> str:

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nnunet_slem.atomic import write_bytes_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.evaluation.metrics import Region, dice, region_mask, regions_from_labels
 
@@ -475,16 +476,6 @@ def _folder_name(cond: Condition) -> str:
 # --------------------------------------------------------------------------------------------- output
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -569,14 +560,14 @@ def plot_heatmap(result: RobustnessResult, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
     plt.close(fig)
-    _atomic_write_bytes(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def write_robustness(result: RobustnessResult) -> None:
     """``robustness.csv``, ``robustness_per_case.csv``, ``robustness.md``, ``robustness.png`` (atomic each)."""
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out / "robustness.csv", _csv_text(result.summary, SUMMARY_COLUMNS).encode())
-    _atomic_write_bytes(out / "robustness_per_case.csv", _csv_text(result.per_case, PER_CASE_COLUMNS).encode())
-    _atomic_write_bytes(out / "robustness.md", format_markdown(result).encode())
+    write_bytes_atomic(out / "robustness.csv", _csv_text(result.summary, SUMMARY_COLUMNS).encode())
+    write_bytes_atomic(out / "robustness_per_case.csv", _csv_text(result.per_case, PER_CASE_COLUMNS).encode())
+    write_bytes_atomic(out / "robustness.md", format_markdown(result).encode())
     plot_heatmap(result, out / "robustness.png")

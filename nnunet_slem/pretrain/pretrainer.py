@@ -13,7 +13,6 @@ kernels may differ in the last bits).
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
 import os
 import time
@@ -26,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 import nnunet_slem
+from nnunet_slem.atomic import write_json_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.slem_network import SLeMNetwork, feature_map_sizes
 from nnunet_slem.pretext.audit import AuditResult, run_audit
@@ -324,11 +324,10 @@ class SLeMPretrainer:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
 
     def _write_settings(self, meta: dict) -> None:
-        tmp = self.output_folder / ".pretrain_config.json.tmp"
-        tmp.write_text(json.dumps({k: v for k, v in meta.items() if k != "pretext"} | {
+        write_json_atomic(self.output_folder / "pretrain_config.json", {
+            k: v for k, v in meta.items() if k != "pretext"} | {
             "pretext_config": self.pretext.state_dict()["config"], "num_classes": self.pretext.num_classes},
-            indent=2, default=str))
-        os.replace(tmp, self.output_folder / "pretrain_config.json")
+            default=str)
 
     def _save(self, path: Path, model: PretextClassifier, optimizer, scaler, epoch: int, meta: dict) -> None:
         save_atomic({

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from nnunet_slem.atomic import save_figure_atomic  # noqa: E402
 
 
 def plot_progress(log: dict[str, list], chance: float, path: Path, audit_accuracy: float | None = None) -> None:
@@ -31,7 +32,5 @@ def plot_progress(log: dict[str, list], chance: float, path: Path, audit_accurac
     ax_acc.legend()
     fig.suptitle("SLeM pretraining")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

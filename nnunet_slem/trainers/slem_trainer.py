@@ -17,7 +17,6 @@ weights win), not on ``--val`` and not at prediction (neither runs ``run_trainin
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 from torch._dynamo import OptimizedModule
 
+from nnunet_slem.atomic import write_json_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.cfb import CFBConfig
 from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans
@@ -137,7 +137,7 @@ class SLeMTrainer(nnUNetTrainer):
         record = {"checkpoint": str(path.resolve()), "tensors_loaded": len(loaded),
                   "pretrain_epochs": ckpt.get("epoch"), "metadata": {k: v for k, v in meta.items()
                                                                      if k != "pretext"}}
-        _write_json_atomic(Path(self.output_folder) / "slem_pretrained_from.json", record)
+        write_json_atomic(Path(self.output_folder) / "slem_pretrained_from.json", record, default=str)
 
     # ------------------------------------------------------------------------------------ decoder warm-up
     def on_train_epoch_start(self) -> None:
@@ -149,9 +149,3 @@ class SLeMTrainer(nnUNetTrainer):
             if self.current_epoch in (0, self.decoder_warmup_epochs):
                 self.print_to_log_file("Encoder and CFB " + ("frozen (decoder warm-up)" if frozen else "unfrozen"))
         super().on_train_epoch_start()
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)

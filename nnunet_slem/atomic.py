@@ -1,0 +1,44 @@
+"""Atomic file writes: write a temporary sibling, then ``os.replace``, so a kill never leaves half a file.
+
+Every output of nnunet-slem (checkpoints, tables, JSON, figures) goes through here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, **dump_kwargs) + "\n")
+
+
+def save_figure_atomic(fig, path: str | os.PathLike, **savefig_kwargs: Any) -> None:
+    """``fig.savefig`` into memory, then an atomic write; the format follows the file's suffix."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **savefig_kwargs)
+    write_bytes_atomic(path, buf.getvalue())
