@@ -1,8 +1,15 @@
-"""``nnunet-slem pretrain``: SLeM pretraining on a dataset nnU-Net has planned and preprocessed."""
+"""``nnunet-slem pretrain``: SLeM pretraining on a dataset nnU-Net has planned and preprocessed.
+
+One process by default; data-parallel with ``-num_gpus N`` (spawns N processes itself, like
+``nnUNetv2_train -num_gpus``; with ``-device cpu`` N gloo processes) or under
+``torchrun --nproc_per_node N $(which nnunet-slem) pretrain ...`` (see ``docs/distributed.md``).
+"""
 
 from __future__ import annotations
 
 import argparse
+
+from nnunet_slem.errors import UserFacingError
 
 
 def parse_grid(text: str) -> list[int]:
@@ -23,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training device [cuda]")
     parser.add_argument("--epochs", type=int, default=100, help="epochs [100]")
     parser.add_argument("--iters-per-epoch", type=int, default=250, help="optimizer steps per epoch [250]")
-    parser.add_argument("--batch-size", type=int, default=None, help="patches per step [the plans' batch size]")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="patches per step over all processes (the global batch; must divide by the process "
+                        "count) [the plans' batch size]")
+    parser.add_argument("-num_gpus", "--num-procs", dest="num_procs", type=int, default=1,
+                        help="data-parallel processes started here, one per GPU (with -device cpu: N gloo "
+                        "processes, for testing); under torchrun leave it at 1 [1]")
     parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
                         help="adamw, or sgd as in nnU-Net (momentum 0.99, nesterov) [adamw]")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate [1e-3]")
@@ -35,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pth")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="data loading processes [min(8, cpus-1) on CUDA, 0 on CPU]")
+                        help="data loading processes per training process [min(8, (cpus-1)/processes) on CUDA, "
+                        "0 on CPU]")
     parser.add_argument("--audit-samples", type=int, default=600,
                         help="samples for the shortcut audit run before training (0 skips it) [600]")
     parser.add_argument("--seed", type=int, default=0, help="seed of data sampling and the assignment set [0]")
@@ -76,14 +89,50 @@ def pretext_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def run(args: argparse.Namespace) -> None:
-    from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+def settings_from(args: argparse.Namespace):
+    from nnunet_slem.pretrain.pretrainer import PretrainSettings
 
-    settings = PretrainSettings(
+    return PretrainSettings(
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_iters=args.warmup_iters, seed=args.seed, num_workers=args.num_workers,
         compile=args.compile, audit_samples=args.audit_samples, pretext=pretext_options(args),
     )
-    SLeMPretrainer(args.dataset, args.configuration, args.plans, args.device, settings,
-                   unlabeled_dir=args.unlabeled).run(resume=args.resume)
+
+
+def run_process(args: argparse.Namespace) -> None:
+    """One training process: single, a torchrun rank or a ``-num_gpus`` child (the environment says which)."""
+    from nnunet_slem.pretrain import distributed
+    from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+
+    ctx = distributed.context_from_env()
+    # join the group (and select this rank's GPU) before anything touches CUDA
+    distributed.init_process_group(ctx, distributed.process_device(args.device, ctx))
+    try:
+        SLeMPretrainer(args.dataset, args.configuration, args.plans, args.device, settings_from(args),
+                       unlabeled_dir=args.unlabeled, distributed=ctx).run(resume=args.resume)
+    finally:
+        distributed.shutdown()
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.num_procs < 1:
+        raise UserFacingError("-num_gpus must be at least 1.")
+    if args.num_procs == 1:
+        run_process(args)
+        return
+    from nnunet_slem.pretrain import distributed
+    from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+
+    if distributed.context_from_env().is_distributed:
+        raise UserFacingError("Use either torchrun or -num_gpus, not both (torchrun already starts the processes).")
+    # the user's mistakes (paths, plans, batch split, existing run without --resume) as one line, before spawning
+    ctx = distributed.DistContext(world_size=args.num_procs)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserFacingError("-device cuda requested but CUDA is not available here. Use -device cpu.")
+    SLeMPretrainer(args.dataset, args.configuration, args.plans, "cpu", settings_from(args),
+                   unlabeled_dir=args.unlabeled, distributed=ctx).existing_checkpoint(args.resume)
+    distributed.spawn(run_process, (args,), args.num_procs, cpu=args.device != "cuda")

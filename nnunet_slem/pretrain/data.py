@@ -4,6 +4,22 @@ Labels never reach pretraining: patch positions are drawn uniformly over each im
 oversampling, unlike nnU-Net's loader) and only the image array of a case is ever read. Unlabeled images
 are preprocessed once with nnU-Net's own preprocessor and the same plans, and cached as ``.npy`` next to
 the preprocessed dataset, so they are normalised and resampled exactly like the labelled ones.
+
+**Every sample has its own seed.** Sample ``i`` of step ``s`` of epoch ``e`` is drawn from a numpy generator
+seeded with ``(seed, stream, e, s, i)`` (case, position, mirroring), and the pretext's random draws for it
+(label, block layout, intensity augmentation) come from a torch generator seeded from the same key
+(:func:`pretext_seed`). Nothing depends on which process or loader worker produced the sample, so
+
+- a run split over N processes (each taking a contiguous slice of the global batch's sample indices) sees
+  exactly the global batch a single process sees;
+- loader workers need no coordination: worker ``w`` of ``W`` produces steps ``w, w + W, ...`` (counted
+  over all epochs of the stream), which the ``DataLoader`` hands out round-robin, i.e. in step order;
+- a resumed run replays the remaining epochs exactly.
+
+**Bad data is named, not dumped as a traceback.** A case that cannot be opened or read (a truncated or
+corrupt ``.b2nd``/``.npy``) or a patch with NaN/Inf values raises :class:`UserFacingError` naming the case's
+file and the fix. In loader workers the message travels back as a :class:`LoaderError` item and is raised
+again in the training process, so the user sees the same one line either way.
 """
 
 from __future__ import annotations
@@ -12,6 +28,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +39,32 @@ from tqdm import tqdm
 
 from nnunet_slem.errors import UserFacingError
 
+TRAIN_STREAM, EVAL_STREAM, AUDIT_STREAM = 0, 1, 2  # independent sample streams of one seed
+
+
+def sample_rng(seed: int, stream: int, epoch: int, step: int, index: int) -> np.random.Generator:
+    """The numpy generator of one sample (case, patch position, mirroring)."""
+    return np.random.default_rng([seed, stream, epoch, step, index])
+
+
+def pretext_seed(seed: int, stream: int, epoch: int, step: int, index: int) -> int:
+    """Seed of the torch generator for one sample's pretext draws; independent of :func:`sample_rng`."""
+    state = np.random.SeedSequence([seed, stream, epoch, step, index, 1]).generate_state(1, np.uint64)
+    return int(state[0]) >> 1  # torch seeds are signed 64 bit
+
 
 class ImageSource:
-    """Uniform access to the image arrays (C, *spatial) of preprocessed and cached unlabeled cases."""
+    """Uniform access to the image arrays (C, *spatial) of preprocessed and cached unlabeled cases.
 
-    def __init__(self, preprocessed_folder: str | os.PathLike | None, unlabeled_folder: str | os.PathLike | None):
+    ``repair_hint`` is the command that rewrites the preprocessed data (shown when a case is unreadable).
+    """
+
+    def __init__(self, preprocessed_folder: str | os.PathLike | None, unlabeled_folder: str | os.PathLike | None,
+                 repair_hint: str | None = None):
         self.items: list[tuple[str, str]] = []  # (kind, identifier or path)
         self._dataset = None
+        self._folder = Path(preprocessed_folder) if preprocessed_folder is not None else None
+        self.repair_hint = repair_hint or "nnUNetv2_preprocess -d DATASET -c CONFIGURATION -plans_name PLANS"
         if preprocessed_folder is not None:
             folder = str(preprocessed_folder)
             dataset_class = infer_dataset_class(folder)
@@ -45,13 +81,61 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.items)
 
+    def case_file(self, index: int) -> str:
+        """The file holding a case's image array (for messages)."""
+        kind, ref = self.items[index]
+        if kind == "npy":
+            return ref
+        candidates = sorted(self._folder.glob(f"{ref}.*"))
+        data_files = [c for c in candidates if c.suffix in (".b2nd", ".npz", ".npy")]
+        return str(data_files[0] if data_files else self._folder / ref)
+
+    def _fix(self, index: int) -> str:
+        if self.items[index][0] == "npy":
+            return ("Delete it; the next `nnunet-slem pretrain --unlabeled ...` preprocesses that image again "
+                    "(or remove the image from the --unlabeled folder).")
+        return f"Rewrite the preprocessed data with `{self.repair_hint}` (or remove the case from it)."
+
     def image(self, index: int):
         """The image array of one case (memory-mapped where the format allows); never its segmentation."""
         kind, ref = self.items[index]
-        if kind == "npy":
-            return np.load(ref, mmap_mode="r")
-        data, _seg_unread, _prev, _props = self._dataset.load_case(ref)
-        return data
+        try:
+            if kind == "npy":
+                return np.load(ref, mmap_mode="r")
+            data, _seg_unread, _prev, _props = self._dataset.load_case(ref)
+            return data
+        except Exception as e:  # blosc2 / numpy / pickle raise many types for truncated or corrupt files
+            raise UserFacingError(self._unreadable(index, e)) from e
+
+    def _unreadable(self, index: int, error: Exception) -> str:
+        return (f"Cannot read preprocessed case {self.case_file(index)} ({type(error).__name__}: {error}); the "
+                f"file is truncated or corrupt. {self._fix(index)}")
+
+    def check(self, num_channels: int) -> None:
+        """Open every case once (headers only, nothing is decompressed) before any output is written, so a
+        truncated file or a case with another channel count fails at the start, not hours into a run."""
+        for index in range(len(self)):
+            image = self.image(index)
+            if image.ndim < 3 or image.shape[0] != num_channels:
+                raise UserFacingError(
+                    f"Preprocessed case {self.case_file(index)} has shape {tuple(image.shape)}, i.e. "
+                    f"{image.shape[0]} channels, but dataset.json lists {num_channels}. {self._fix(index)}"
+                )
+
+    def patch(self, index: int, patch_size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+        """A random patch of one case (see :func:`random_patch`), read errors and NaN/Inf named."""
+        image = self.image(index)
+        try:
+            patch = random_patch(image, patch_size, rng)
+        except Exception as e:
+            raise UserFacingError(self._unreadable(index, e)) from e
+        if not np.isfinite(patch).all():
+            raise UserFacingError(
+                f"Preprocessed case {self.case_file(index)} contains NaN or Inf values (found in a sampled "
+                "patch). Fix the raw images of this case (e.g. replace NaN/Inf with a background value) and "
+                f"preprocess again with `{self.repair_hint}`, or remove the case."
+            )
+        return patch
 
 
 def random_patch(image, patch_size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
@@ -71,33 +155,76 @@ def random_mirror(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(np.flip(patch, axis=axes)) if axes else patch
 
 
+@dataclass
+class LoaderError:
+    """A :class:`UserFacingError` raised in a loader worker, carried to the training process as an item."""
+
+    message: str
+
+
 class PatchStream(torch.utils.data.IterableDataset):
-    """Endless batches of random patches; seeded per (seed, epoch, worker) so resumed runs replay exactly."""
+    """Batches of random patches: ``steps`` steps of each of ``epochs`` epochs from ``epoch`` on (``steps=None``:
+    endless, one epoch). The batch of a step holds samples ``first_index .. first_index + batch_size - 1`` of
+    that step, each seeded by its own key (module docstring).
+
+    One stream for all remaining epochs of a run, not one per epoch: the loader workers start once and keep
+    prefetching across epoch ends (while rank 0 evaluates and writes the checkpoint)."""
 
     def __init__(self, source: ImageSource, patch_size: Sequence[int], batch_size: int, seed: int,
-                 epoch: int = 0, mirror: bool = True) -> None:
+                 epoch: int = 0, mirror: bool = True, *, stream: int = TRAIN_STREAM, first_index: int = 0,
+                 steps: int | None = None, epochs: int = 1) -> None:
         super().__init__()
         self.source, self.patch_size, self.batch_size = source, tuple(int(p) for p in patch_size), batch_size
         self.seed, self.epoch, self.mirror = seed, epoch, mirror
+        self.stream, self.first_index, self.steps, self.epochs = stream, first_index, steps, epochs
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def indices(self) -> range:
+        """The sample indices (within the global batch) this stream produces at every step."""
+        return range(self.first_index, self.first_index + self.batch_size)
+
+    def sample(self, step: int, index: int, epoch: int | None = None) -> np.ndarray:
+        rng = sample_rng(self.seed, self.stream, self.epoch if epoch is None else epoch, step, index)
+        patch = self.source.patch(int(rng.integers(len(self.source))), self.patch_size, rng)
+        return random_mirror(patch, rng) if self.mirror else patch
+
+    def batch(self, step: int, epoch: int | None = None) -> torch.Tensor:
+        """The batch of ``step`` of ``epoch`` (default: the stream's first epoch)."""
+        return torch.from_numpy(np.stack([self.sample(step, i, epoch) for i in self.indices()]))
+
+    def pretext_seeds(self, step: int, epoch: int | None = None) -> list[int]:
+        """Seeds of the per-sample pretext generators for the batch of ``step`` (see :func:`pretext_seed`)."""
+        epoch = self.epoch if epoch is None else epoch
+        return [pretext_seed(self.seed, self.stream, epoch, step, i) for i in self.indices()]
+
+    def __iter__(self) -> Iterator[torch.Tensor | LoaderError]:
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, self.epoch, worker])
-        while True:
-            batch = []
-            for _ in range(self.batch_size):
-                patch = random_patch(self.source.image(int(rng.integers(len(self.source)))), self.patch_size, rng)
-                batch.append(random_mirror(patch, rng) if self.mirror else patch)
-            yield torch.from_numpy(np.stack(batch))
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        total = None if self.steps is None else self.steps * self.epochs
+        k = worker  # running step index over all epochs of the stream
+        while total is None or k < total:
+            epoch, step = (self.epoch, k) if self.steps is None else (self.epoch + k // self.steps, k % self.steps)
+            try:
+                yield self.batch(step, epoch)
+            except UserFacingError as e:
+                yield LoaderError(str(e))
+                return
+            k += num_workers
 
 
 def batch_loader(stream: PatchStream, num_workers: int, pin_memory: bool) -> Iterator[torch.Tensor]:
-    """Background workers keep the accelerator fed; ``num_workers=0`` loads in the training process."""
-    return iter(torch.utils.data.DataLoader(
+    """Background workers keep the accelerator fed; ``num_workers=0`` loads in the training process.
+
+    Batches arrive in step order (workers are read round-robin); a worker's :class:`LoaderError` is raised here
+    as the :class:`UserFacingError` it was.
+    """
+    loader = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
         persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None,
-    ))
+    )
+    for item in loader:
+        if isinstance(item, LoaderError):
+            raise UserFacingError(item.message)
+        yield item
 
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})(?P<ending>\..+)$")

@@ -39,6 +39,13 @@ def dataset_name_from_id(dataset: str | int, preprocessed_root: Path) -> str:
     return matches[0]
 
 
+def dataset_id_of(dataset_name: str) -> int | str:
+    """``"Dataset501_X"`` -> ``501`` (nnU-Net's preprocessing commands take the number, not the name);
+    a name that does not follow nnU-Net's pattern comes back unchanged."""
+    number = dataset_name[len("Dataset"):].split("_", 1)[0]
+    return int(number) if dataset_name.startswith("Dataset") and number.isdigit() else dataset_name
+
+
 def locate_preprocessed(dataset: str | int, configuration: str, plans_name: str = "nnUNetPlans",
                         preprocessed_root: str | os.PathLike | None = None) -> PreprocessedDataset:
     root = preprocessed_root or os.environ.get("nnUNet_preprocessed")
@@ -53,7 +60,7 @@ def locate_preprocessed(dataset: str | int, configuration: str, plans_name: str 
                            if p.stem not in ("dataset", "dataset_fingerprint", "splits_final"))
         raise UserFacingError(
             f"Plans {plans_name!r} not found in {base} (available: {available or 'none'}). Pass -p with one of "
-            f"them, or run `nnUNetv2_plan_and_preprocess -d {name}`."
+            f"them, or run `nnUNetv2_plan_and_preprocess -d {dataset_id_of(name)}`."
         )
     plans = json.loads(plans_file.read_text(encoding="utf-8"))
     configurations = plans.get("configurations", {})
@@ -69,7 +76,8 @@ def locate_preprocessed(dataset: str | int, configuration: str, plans_name: str 
     if not data_folder.is_dir() or not any(data_folder.iterdir()):
         raise UserFacingError(
             f"Configuration {configuration!r} of {name} is planned but not preprocessed ({data_folder} is missing "
-            f"or empty). Run `nnUNetv2_preprocess -d {name} -c {configuration} -plans_name {plans_name}`."
+            f"or empty). Run `nnUNetv2_preprocess -d {dataset_id_of(name)} -c {configuration} -plans_name "
+            f"{plans_name}`."
         )
     dataset_json = json.loads((base / "dataset.json").read_text(encoding="utf-8"))
     return PreprocessedDataset(name, base, plans, dataset_json, data_folder)

@@ -5,9 +5,18 @@ builds block-shuffled images and labels on the training device -> encoder + CFB 
 After each epoch: pretext accuracy on a fixed held-out set of shuffled patches, a log line, ``progress.png``
 and an atomically written ``checkpoint_latest.pth``; at the end ``checkpoint_final.pth``.
 
-Resuming is exact: every epoch re-seeds its patch stream and pretext generator from ``(seed, epoch)``, so a
-run resumed after epoch k replays epochs k+1.. exactly as an uninterrupted run would (on the CPU; GPU
-kernels may differ in the last bits).
+Resuming is exact: sample ``i`` of step ``s`` of epoch ``e`` (its patch and its pretext label, layout and
+augmentation) depends only on ``(seed, e, s, i)`` (see :mod:`nnunet_slem.pretrain.data`), so a run resumed
+after epoch k replays epochs k+1.. exactly as an uninterrupted run would (on the CPU; GPU kernels may differ
+in the last bits). The same keying makes a data-parallel run (:mod:`nnunet_slem.pretrain.distributed`) see
+the same global batches as a single process: ``--batch-size`` is the global batch, process ``r`` of ``N``
+takes its samples ``r * B/N .. (r + 1) * B/N - 1``, and DDP averages the gradients of these equal-size local
+batches, which equals the gradient of the mean loss over the global batch.
+
+Only rank 0 writes (checkpoints, log, ``progress.png``, config), runs the shortcut audit and the held-out
+evaluation; the other ranks wait at a barrier. A kill at any moment leaves either the previous or the new
+checkpoint (atomic writes); log lines of epochs the checkpoint does not contain are dropped on resume, and
+stale temporary files are removed.
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import os
+import re
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 import nnunet_slem
-from nnunet_slem.atomic import write_json_atomic
+from nnunet_slem.atomic import write_json_atomic, write_text_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.slem_network import SLeMNetwork, feature_map_sizes
 from nnunet_slem.pretext.audit import AuditResult, run_audit
@@ -37,10 +48,27 @@ from nnunet_slem.pretrain.checkpoint import (
     pretrain_output_folder,
     save_atomic,
 )
-from nnunet_slem.pretrain.data import ImageSource, PatchStream, batch_loader, preprocess_unlabeled
-from nnunet_slem.pretrain.locate import PreprocessedDataset, locate_preprocessed
+from nnunet_slem.pretrain.data import (
+    AUDIT_STREAM,
+    EVAL_STREAM,
+    ImageSource,
+    PatchStream,
+    batch_loader,
+    preprocess_unlabeled,
+)
+from nnunet_slem.pretrain.distributed import (
+    DistContext,
+    local_batch_size,
+    process_device,
+    trained_parameters,
+    wrap_ddp,
+)
+from nnunet_slem.pretrain.locate import PreprocessedDataset, dataset_id_of, locate_preprocessed
 from nnunet_slem.pretrain.model import PretextClassifier
 from nnunet_slem.pretrain.progress import plot_progress
+
+LOG_NAME = "pretrain_log.txt"
+_EPOCH_LINE = re.compile(r"^\S+ \S+ epoch (\d+)/\d+ ")
 
 
 @dataclass
@@ -49,14 +77,14 @@ class PretrainSettings:
 
     epochs: int = 100
     iters_per_epoch: int = 250
-    batch_size: int | None = None  # None: the plans' batch size
+    batch_size: int | None = None  # the global batch (over all processes); None: the plans' batch size
     optimizer: str = "adamw"  # or "sgd" (nnU-Net's: momentum 0.99, nesterov)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # or "poly"
     warmup_iters: int = 0
     seed: int = 0
-    num_workers: int | None = None  # None: min(8, cpus - 1) on CUDA, 0 on CPU
+    num_workers: int | None = None  # per process; None: min(8, (cpus - 1) // processes) on CUDA, 0 on CPU
     compile: bool = False
     eval_batches: int = 4
     audit_samples: int = 600  # histogram-classifier training samples before pretraining; 0 skips the audit
@@ -72,6 +100,8 @@ class PretrainSettings:
                 raise UserFacingError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserFacingError("--batch-size must be at least 1.")
+        if self.seed < 0:
+            raise UserFacingError("--seed must be 0 or larger.")
 
 
 def lr_at(step: int, total: int, settings: PretrainSettings) -> float:
@@ -85,14 +115,19 @@ def lr_at(step: int, total: int, settings: PretrainSettings) -> float:
 
 
 class SLeMPretrainer:
-    """Owns one pretraining run in ``$nnUNet_results/<Dataset>/SLeMPretrain__<plans>__<configuration>``."""
+    """Owns one pretraining run in ``$nnUNet_results/<Dataset>/SLeMPretrain__<plans>__<configuration>``.
+
+    ``distributed``: this process's place in a data-parallel run (the process group must be initialised by
+    the caller, see :mod:`nnunet_slem.pretrain.distributed`); default: a single process.
+    """
 
     def __init__(self, dataset: str | int, configuration: str, plans: str = "nnUNetPlans",
                  device: str = "cuda", settings: PretrainSettings | None = None,
                  unlabeled_dir: str | None = None, results_root: str | None = None,
-                 preprocessed_root: str | None = None) -> None:
+                 preprocessed_root: str | None = None, distributed: DistContext | None = None) -> None:
         self.settings = settings or PretrainSettings()
-        self.device = _resolve_device(device)
+        self.dist = distributed or DistContext()
+        self.device = process_device(_resolve_device(device).type, self.dist)
         self.data: PreprocessedDataset = locate_preprocessed(dataset, configuration, plans, preprocessed_root)
         results_root = results_root or os.environ.get("nnUNet_results")
         if not results_root:
@@ -104,7 +139,8 @@ class SLeMPretrainer:
         self.unlabeled_dir = unlabeled_dir
         self.num_channels = len(self.data.dataset_json["channel_names"])
         self.patch_size = [int(p) for p in self.configuration_manager.patch_size]
-        self.batch_size = self.settings.batch_size or int(self.configuration_manager.batch_size)
+        self.batch_size = self.settings.batch_size or int(self.configuration_manager.batch_size)  # global
+        self.local_batch_size = local_batch_size(self.batch_size, self.dist)
         self.pretext = self._build_pretext()
         self.log: dict[str, list] = {k: [] for k in ("epoch", "loss", "train_acc", "eval_acc", "lr",
                                                         "epoch_time_s", "samples_per_s")}
@@ -163,46 +199,64 @@ class SLeMPretrainer:
         """
         final = self.output_folder / "checkpoint_final.pth"
         latest = self.output_folder / "checkpoint_latest.pth"
+        existing = self.existing_checkpoint(resume)
+        model = self.build_model().to(self.device)
+        optimizer = self._optimizer(trained_parameters(model))
+        scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        if existing is not None:
+            self._restore(existing, model, optimizer, scaler)  # every rank: same weights, optimizer, epoch
+            if self.start_epoch >= self.settings.epochs:
+                self._print(f"Pretraining already finished ({self.start_epoch} epochs): {final}")
+                return final
+        source = self._image_source()
+        meta = self.metadata(model.network)
+        meta["num_images"] = len(source)
+        if self.dist.is_main:
+            self._prepare_output_folder(meta)
+            if self.settings.audit_samples > 0 and self.audit_result is None:
+                self.audit_result = self._run_audit(source)
+        meta["audit"] = self.audit_result
+        step_model = torch.compile(model) if self.settings.compile else model
+        train_model = wrap_ddp(model, step_model, self.dist, self.device) if self.dist.is_distributed else step_model
+        eval_set = self._eval_set(source) if self.dist.is_main else []
+        stream = self._stream(source, self.start_epoch)
+        loader = self._loader(source, self.start_epoch, stream)  # workers start now, once for all epochs
+        self.dist.barrier()
+        total_steps = self.settings.epochs * self.settings.iters_per_epoch
+        for epoch in range(self.start_epoch, self.settings.epochs):
+            stats = self._train_epoch(epoch, train_model, optimizer, scaler, stream, loader, total_steps)
+            if self.dist.is_main:
+                stats["eval_acc"] = self.evaluate(step_model, eval_set)
+                self._log_epoch(epoch, stats)  # before the checkpoint: a resume drops lines it does not cover
+                self._save(latest, model, optimizer, scaler, epoch + 1, meta)
+            self.dist.barrier()
+            if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < self.settings.epochs:
+                self._print(f"Stopping after epoch {epoch + 1} as asked; continue with --resume")
+                return latest
+        if self.dist.is_main:
+            self._save(final, model, optimizer, scaler, self.settings.epochs, meta)
+            if latest.is_file():
+                latest.unlink()
+            print(f"Pretrained weights: {final}")
+        self.dist.barrier()
+        return final
+
+    def existing_checkpoint(self, resume: bool) -> Path | None:
+        """The checkpoint to resume from (latest, else final), or ``None``; refuses to overwrite without
+        ``resume``. Cheap: the ``-num_gpus`` launcher calls it before starting any process."""
+        final = self.output_folder / "checkpoint_final.pth"
+        latest = self.output_folder / "checkpoint_latest.pth"
         existing = latest if latest.is_file() else final if final.is_file() else None
         if existing is not None and not resume:
             raise UserFacingError(
                 f"{existing} exists already. Add --resume to continue that run, or move the folder "
                 f"{self.output_folder} away to start over."
             )
-        model = self.build_model().to(self.device)
-        trainable = [p for m in (model.network.encoder, model.network.cfb, model.head) for p in m.parameters()]
-        trainable = list({id(p): p for p in trainable}.values())
-        optimizer = self._optimizer(trainable)
-        scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
-        if existing is not None:
-            self._restore(existing, model, optimizer, scaler)
-            if self.start_epoch >= self.settings.epochs:
-                print(f"Pretraining already finished ({self.start_epoch} epochs): {final}")
-                return final
-        self.output_folder.mkdir(parents=True, exist_ok=True)
-        source = self._image_source()
-        meta = self.metadata(model.network)
-        meta["num_images"] = len(source)
-        self._write_settings(meta)
-        if self.settings.audit_samples > 0 and self.audit_result is None:
-            self.audit_result = self._run_audit(source)
-        meta["audit"] = self.audit_result
-        step_model = torch.compile(model) if self.settings.compile else model
-        eval_set = self._eval_set(source)
-        total_steps = self.settings.epochs * self.settings.iters_per_epoch
-        for epoch in range(self.start_epoch, self.settings.epochs):
-            stats = self._train_epoch(epoch, step_model, optimizer, scaler, source, total_steps)
-            stats["eval_acc"] = self.evaluate(step_model, eval_set)
-            self._log_epoch(epoch, stats)
-            self._save(latest, model, optimizer, scaler, epoch + 1, meta)
-            if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < self.settings.epochs:
-                print(f"Stopping after epoch {epoch + 1} as asked; continue with --resume")
-                return latest
-        self._save(final, model, optimizer, scaler, self.settings.epochs, meta)
-        if latest.is_file():
-            latest.unlink()
-        print(f"Pretrained weights: {final}")
-        return final
+        return existing
+
+    def _print(self, message: str) -> None:
+        if self.dist.is_main:
+            print(message)
 
     def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         if self.settings.optimizer == "adamw":
@@ -211,55 +265,87 @@ class SLeMPretrainer:
                                weight_decay=self.settings.weight_decay)
 
     def _image_source(self) -> ImageSource:
+        """All images, every case opened once (a truncated file fails here, before any output is written).
+
+        Unlabeled images are preprocessed by rank 0 alone; the other ranks then read its cache."""
         unlabeled = None
         if self.unlabeled_dir is not None:
             cache = Path(self.data.preprocessed_base) / f"slem_unlabeled__{self.configuration_manager.data_identifier}"
-            unlabeled = preprocess_unlabeled(self.unlabeled_dir, cache, self.plans_manager,
-                                             self.configuration_manager, self.data.dataset_json)
-        return ImageSource(self.data.data_folder, unlabeled)
+            if self.dist.is_main:
+                preprocess_unlabeled(self.unlabeled_dir, cache, self.plans_manager, self.configuration_manager,
+                                     self.data.dataset_json)
+            self.dist.barrier()
+            unlabeled = cache
+        repair = (f"nnUNetv2_preprocess -d {dataset_id_of(self.data.dataset_name)} -c {self.configuration} "
+                  f"-plans_name {self.plans_manager.plans_name}")
+        source = ImageSource(self.data.data_folder, unlabeled, repair_hint=repair)
+        source.check(self.num_channels)
+        return source
 
-    def _loader(self, source: ImageSource, epoch: int):
-        workers = self.settings.num_workers
-        if workers is None:
-            workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if self.device.type == "cuda" else 0
-        stream = PatchStream(source, self.patch_size, self.batch_size, self.settings.seed, epoch)
-        return batch_loader(stream, workers, pin_memory=self.device.type == "cuda")
+    def _stream(self, source: ImageSource, first_epoch: int) -> PatchStream:
+        """This process's share (samples ``rank * b .. (rank + 1) * b - 1``) of every global batch of the epochs
+        ``first_epoch ..`` to the end of the run."""
+        return PatchStream(source, self.patch_size, self.local_batch_size, self.settings.seed, first_epoch,
+                           first_index=self.dist.rank * self.local_batch_size, steps=self.settings.iters_per_epoch,
+                           epochs=self.settings.epochs - first_epoch)
 
-    def _generator(self, epoch: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.settings.seed * 1_000_003 + epoch)
+    def loader_workers(self) -> int:
+        """Loader processes per training process: ``--num-workers``, else the cores left over per GPU (max 8)."""
+        if self.settings.num_workers is not None:
+            return self.settings.num_workers
+        cpus = os.cpu_count() or 1
+        return min(8, max(0, (cpus - 1) // self.dist.world_size)) if self.device.type == "cuda" else 0
+
+    def _loader(self, source: ImageSource, epoch: int, stream: PatchStream | None = None) -> Iterator[torch.Tensor]:
+        stream = stream or self._stream(source, epoch)
+        return batch_loader(stream, self.loader_workers(), pin_memory=self.device.type == "cuda")
+
+    def pretext_batch(self, images: torch.Tensor, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pretext images and labels, sample ``j`` drawn with its own generator seeded ``seeds[j]``.
+
+        One generator per sample, not one per batch: a sample's label, layout and augmentation must not depend
+        on how many samples precede it in this process's batch (data-parallel runs split the global batch)."""
+        if len(seeds) != images.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for {images.shape[0]} images")
+        pairs = [self.pretext(images[j:j + 1], torch.Generator().manual_seed(int(seed)))
+                 for j, seed in enumerate(seeds)]
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
     def _train_epoch(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, scaler,
-                     source: ImageSource, total_steps: int) -> dict:
+                     stream: PatchStream, loader: Iterator[torch.Tensor], total_steps: int) -> dict:
         model.train()
-        loader, generator = self._loader(source, epoch), self._generator(epoch)
         torch.manual_seed(self.settings.seed + epoch)
         loss_sum, correct, seen = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
         start = time.perf_counter()
         bar = tqdm(range(self.settings.iters_per_epoch), desc=f"epoch {epoch + 1}/{self.settings.epochs}",
-                   leave=False, dynamic_ncols=True)
+                   leave=False, dynamic_ncols=True, disable=not self.dist.is_main)
         for i in bar:
             step = epoch * self.settings.iters_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, self.settings)
             images = next(loader).to(self.device, non_blocking=True)
-            loss, n_correct = self.train_step(model, optimizer, scaler, images, generator)
+            loss, n_correct = self.train_step(model, optimizer, scaler, images, stream.pretext_seeds(i, epoch))
             loss_sum += loss
             correct += n_correct
             seen += images.shape[0]
-            if i % 10 == 0 or i == self.settings.iters_per_epoch - 1:
+            if self.dist.is_main and (i % 10 == 0 or i == self.settings.iters_per_epoch - 1):
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{(correct / seen).item():.3f}")
+        loss_sum, correct, seen = self.dist.sum([loss_sum, correct, seen], self.device)  # global numbers
         elapsed = time.perf_counter() - start
-        return {"loss": (loss_sum / self.settings.iters_per_epoch).item(), "train_acc": (correct / seen).item(),
-                "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed, "samples_per_s": seen / elapsed}
+        return {"loss": loss_sum / (self.settings.iters_per_epoch * self.dist.world_size),
+                "train_acc": correct / seen, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed,
+                "samples_per_s": seen / elapsed}
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler, images: torch.Tensor,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a batch; returns the loss and the number of correct predictions (on device)."""
-        shuffled, labels = self.pretext(images, generator)
+                   seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a (local) batch; ``seeds``: one pretext seed per sample
+        (:meth:`pretext_batch`). Returns the local mean loss and number of correct predictions (on device)."""
+        shuffled, labels = self.pretext_batch(images, seeds)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=scaler is not None):
             logits = model(shuffled)
             loss = nn.functional.cross_entropy(logits, labels)
+        # with DDP, backward() averages the gradients over the processes before clipping sees them
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -273,10 +359,15 @@ class SLeMPretrainer:
         return loss.detach(), (logits.detach().argmax(1) == labels).sum()
 
     def _eval_set(self, source: ImageSource) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Fixed shuffled batches (own seed, never trained on as such) for a comparable accuracy per epoch."""
-        stream = PatchStream(source, self.patch_size, self.batch_size, self.settings.seed + 7919, epoch=0)
-        batches, generator = iter(stream), torch.Generator().manual_seed(self.settings.seed + 7919)
-        return [self.pretext(next(batches).to(self.device), generator) for _ in range(self.settings.eval_batches)]
+        """Fixed shuffled batches (own sample stream, never trained on as such) for a comparable accuracy per
+        epoch: ``eval_batches`` global batches, the same whatever the process count, held as chunks of the
+        local batch size so that evaluating costs no more memory than a training step."""
+        stream = PatchStream(source, self.patch_size, self.batch_size, self.settings.seed, stream=EVAL_STREAM)
+        chunks = []
+        for step in range(self.settings.eval_batches):
+            shuffled, labels = self.pretext_batch(stream.batch(step).to(self.device), stream.pretext_seeds(step))
+            chunks += list(zip(shuffled.split(self.local_batch_size), labels.split(self.local_batch_size)))
+        return chunks
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, eval_set: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -297,7 +388,8 @@ class SLeMPretrainer:
 
     def audit(self, n_train: int = 1000, n_test: int = 300, source: ImageSource | None = None) -> AuditResult:
         """Can a histogram classifier solve the pretext from per-block intensity statistics? (It should not.)"""
-        stream = iter(PatchStream(source or self._image_source(), self.patch_size, 1, self.settings.seed + 104729))
+        stream = iter(PatchStream(source or self._image_source(), self.patch_size, 1, self.settings.seed,
+                                  stream=AUDIT_STREAM))
 
         def sample_images(n: int) -> torch.Tensor:
             return torch.cat([next(stream) for _ in range(n)])
@@ -320,8 +412,32 @@ class SLeMPretrainer:
                       audit_accuracy=self.audit_result["accuracy"] if self.audit_result else None)
 
     def _append_log_line(self, line: str) -> None:
-        with open(self.output_folder / "pretrain_log.txt", "a", encoding="utf-8") as f:
+        with open(self.output_folder / LOG_NAME, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+
+    def _prepare_output_folder(self, meta: dict) -> None:
+        """Rank 0, before training: the folder, no stale temporaries, a log matching the checkpoint, config."""
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.output_folder.glob(".*.tmp"):  # left by a kill during an atomic write
+            stale.unlink(missing_ok=True)
+        self._trim_log()
+        self._write_settings(meta)
+
+    def _trim_log(self) -> None:
+        """Make the text log agree with the checkpoint being resumed (``self.start_epoch`` epochs).
+
+        An epoch's line is written just before its checkpoint, so a kill in between leaves a line for an epoch
+        the checkpoint lacks: drop lines of epochs after ``start_epoch``. Without a checkpoint everything in
+        the log belongs to an attempt that saved nothing (the audit reruns too): start it afresh. The file is
+        rewritten only when something is dropped."""
+        path = self.output_folder / LOG_NAME
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [] if self.start_epoch == 0 else [
+            line for line in lines if not ((m := _EPOCH_LINE.match(line)) and int(m[1]) > self.start_epoch)]
+        if len(kept) != len(lines):
+            write_text_atomic(path, "".join(kept))
 
     def _write_settings(self, meta: dict) -> None:
         write_json_atomic(self.output_folder / "pretrain_config.json", {
@@ -341,7 +457,17 @@ class SLeMPretrainer:
         }, path)
 
     def _restore(self, path: Path, model: PretextClassifier, optimizer, scaler) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
+        """Weights, optimizer moments, grad scaler, log and epoch. No RNG state is needed: every sample is
+        seeded by its own (seed, epoch, step, index) key."""
+        try:
+            ckpt = load_checkpoint(path, map_location=self.device)
+        except UserFacingError as e:
+            cause = e.__cause__ or e
+            raise UserFacingError(
+                f"Cannot resume from {path} ({type(cause).__name__}: {cause}). Checkpoints are written atomically, "
+                "so the file was damaged or replaced afterwards. Move it away and run the same command again "
+                "(--resume continues from the other checkpoint if one is left, else the run starts over)."
+            ) from e
         saved = ckpt["metadata"]["pretext"]
         if saved != self.pretext.state_dict():
             raise UserFacingError(
@@ -357,7 +483,7 @@ class SLeMPretrainer:
         self.log = {k: list(v) for k, v in ckpt["logging"].items()}
         self.start_epoch = int(ckpt["epoch"])
         self.audit_result = ckpt["metadata"].get("audit")
-        print(f"Resuming from {path} after epoch {self.start_epoch}")
+        self._print(f"Resuming from {path} after epoch {self.start_epoch}")
 
 
 def _resolve_device(device: str) -> torch.device:
