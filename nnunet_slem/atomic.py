@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Any
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give the temporary file normal permissions (mkstemp makes it owner-only) and rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,7 +30,7 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -39,7 +39,7 @@ class DemoSettings:
     val_cases: int = 2
     shape: tuple[int, int, int] = (40, 40, 40)
     features: tuple[int, ...] = (8, 16, 32, 64)
-    pretrain_epochs: int = 10
+    pretrain_epochs: int = 18
     pretrain_iters: int = 25
     pretrain_batch: int = 8
     audit_samples: int = 300

@@ -142,7 +142,8 @@ def test_clear_errors_for_wrong_dataset_plans_configuration(project, tmp_path, k
 
 
 def test_patch_too_small_for_the_grid(project, tmp_path):
-    settings = PretrainSettings(**TINY, pretext={"grid": [8, 8, 8]})
+    # 16 parts of at least 4 voxels need 64 voxels; the patch is at most 40 along every axis
+    settings = PretrainSettings(**TINY, pretext={"grid": [1, 1, 16]})
     with pytest.raises(UserFacingError, match="grid"):
         SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu", settings,
                        results_root=tmp_path, preprocessed_root=project.env["nnUNet_preprocessed"])

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from nnunet_slem.atomic import publish
 from nnunet_slem.errors import UserFacingError
 
 FORMAT_VERSION = 1
@@ -44,7 +45,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -37,6 +37,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
+from nnunet_slem.atomic import publish
 from nnunet_slem.errors import UserFacingError
 
 TRAIN_STREAM, EVAL_STREAM, AUDIT_STREAM = 0, 1, 2  # independent sample streams of one seed
@@ -269,5 +270,5 @@ def preprocess_unlabeled(images_dir: str | os.PathLike, cache_folder: str | os.P
         fd, tmp = tempfile.mkstemp(prefix=f".{case}.", suffix=".tmp", dir=cache_folder)
         with os.fdopen(fd, "wb") as f:
             np.save(f, data.astype(np.float32, copy=False))
-        os.replace(tmp, cache_folder / f"{case}.npy")
+        publish(tmp, cache_folder / f"{case}.npy")
     return cache_folder
