@@ -9,8 +9,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -21,13 +22,14 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Let ``write`` fill a dot-prefixed temporary sibling, flush it to disk, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         publish(tmp, path)
@@ -35,6 +37,10 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
+    write_atomic(path, lambda f: f.write(payload))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -116,6 +116,23 @@ def pretrained_checkpoint(project: Project) -> Path:
 
 
 @pytest.fixture()
+def one_thread():
+    """One intra-op thread, as in the pretraining subprocesses: same kernels, same bits, and no thread
+    oversubscription on a 2-core machine shared with the subprocesses."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pretrain_folder(project: Project, results: Path) -> Path:
+    """Where ``nnunet-slem pretrain`` writes for ``project`` under the results root ``results``."""
+    return results / project.dataset_name / f"SLeMPretrain__{project.plans}__{project.configuration}"
+
+
+@pytest.fixture()
 def nnunet_paths(project: Project, monkeypatch):
     """Point this process at the project (for in-process trainer tests)."""
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):

@@ -18,21 +18,9 @@ from nnunet_slem.pretrain import checkpoint as checkpoint_module
 from nnunet_slem.pretrain.checkpoint import load_checkpoint
 from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
 from nnunet_slem.workflow import console_script
+from tests.conftest import pretrain_folder
 
 EPOCHS, ITERS, BATCH = 4, 2, 2
-
-
-@pytest.fixture()
-def one_thread():
-    """One intra-op thread, as in the subprocesses (OMP_NUM_THREADS=1): same kernels, same bits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _folder(project, results: Path) -> Path:
-    return results / project.dataset_name / f"SLeMPretrain__{project.plans}__{project.configuration}"
 
 
 def _cli(project, results: Path, *extra: str) -> list[str]:
@@ -64,7 +52,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(project, tmp_path, one_
                                                audit_samples=0), results_root=tmp_path / "straight",
                               preprocessed_root=project.env["nnUNet_preprocessed"]).run()
     results = tmp_path / "killed"
-    folder = _folder(project, results)
+    folder = pretrain_folder(project, results)
     proc = subprocess.Popen(_cli(project, results), env=_env(project, results), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
     try:
@@ -136,7 +124,7 @@ def test_a_failing_checkpoint_write_leaves_no_file_and_a_rerun_is_clean(project,
     no temporary file remain; the next run starts cleanly and its log has each epoch once."""
     settings = PretrainSettings(epochs=2, iters_per_epoch=1, batch_size=BATCH, audit_samples=0, eval_batches=1)
     kwargs = dict(results_root=tmp_path, preprocessed_root=project.env["nnUNet_preprocessed"])
-    folder = _folder(project, tmp_path)
+    folder = pretrain_folder(project, tmp_path)
     if failure == "os.replace":
         real_replace = checkpoint_module.os.replace
 

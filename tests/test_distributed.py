@@ -20,21 +20,9 @@ from nnunet_slem.pretrain.data import ImageSource, PatchStream, batch_loader
 from nnunet_slem.pretrain.distributed import DistContext, context_from_env, local_batch_size
 from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
 from nnunet_slem.workflow import console_script
+from tests.conftest import pretrain_folder
 
 EPOCHS, ITERS, BATCH = 2, 2, 4
-
-
-@pytest.fixture()
-def one_thread():
-    """Two cores shared with other jobs: one intra-op thread per process keeps the runs fast and comparable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _folder(project, results: Path) -> Path:
-    return results / project.dataset_name / f"SLeMPretrain__{project.plans}__{project.configuration}"
 
 
 def _run_cli(project, results: Path, launcher: list[str], *extra: str) -> subprocess.CompletedProcess:
@@ -116,7 +104,7 @@ def test_two_processes_train_what_one_process_trains(project, tmp_path, one_thre
                  "--optimizer", optimizer)
     else:
         _run_cli(project, tmp_path / "two", [], "-num_gpus", "2", "--optimizer", optimizer)
-    folder = _folder(project, tmp_path / "two")
+    folder = pretrain_folder(project, tmp_path / "two")
     a, b = load_checkpoint(one), load_checkpoint(folder / "checkpoint_final.pth")
     assert b["epoch"] == EPOCHS and b["metadata"]["settings"]["batch_size"] == BATCH
     assert b["logging"]["loss"] == pytest.approx(a["logging"]["loss"], rel=1e-5)
