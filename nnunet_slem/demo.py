@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nnunet_slem.atomic import save_figure_atomic, write_json_atomic, write_text_atomic
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.pretrain.checkpoint import pretrain_output_folder
 from nnunet_slem.workflow import nnunet_env, run_command, write_small_plans, write_split
 
 METHODS = {  # label in the table -> trainer
@@ -122,8 +123,8 @@ class Demo:
 
     @property
     def pretrain_checkpoint(self) -> Path:
-        return (Path(self.env["nnUNet_results"]) / self.dataset_name /
-                f"SLeMPretrain__{SMALL_PLANS}__3d_fullres" / "checkpoint_final.pth")
+        return pretrain_output_folder(self.env["nnUNet_results"], self.dataset_name, SMALL_PLANS,
+                                      "3d_fullres") / "checkpoint_final.pth"
 
     def pretrain(self) -> None:
         latest = self.pretrain_checkpoint.with_name("checkpoint_latest.pth")

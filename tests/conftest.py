@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_slem.pretrain.checkpoint import pretrain_output_folder
 from nnunet_slem.workflow import console_script, nnunet_env, write_small_plans
 
 FOREIGN_ID = 777
@@ -129,7 +130,7 @@ def one_thread():
 
 def pretrain_folder(project: Project, results: Path) -> Path:
     """Where ``nnunet-slem pretrain`` writes for ``project`` under the results root ``results``."""
-    return results / project.dataset_name / f"SLeMPretrain__{project.plans}__{project.configuration}"
+    return pretrain_output_folder(results, project.dataset_name, project.plans, project.configuration)
 
 
 @pytest.fixture()

@@ -32,7 +32,7 @@ import SimpleITK as sitk
 
 from nnunet_slem.atomic import write_bytes_atomic
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.evaluation.metrics import Region, dice, region_mask, regions_from_labels
+from nnunet_slem.evaluation.metrics import Region, dice_per_region, region_mask, regions_from_labels
 
 #: Colours of the BraTS regions (their short names from ``metrics.BRATS_SHORT_NAMES``).
 BRATS_COLORS = {"WT": "#2ca02c", "TC": "#ffd700", "ET": "#d62728"}
@@ -186,14 +186,8 @@ def _overlay(seg2d: np.ndarray, order: Sequence[Region], colors: dict[str, str])
 
 
 def _dice_text(ref: np.ndarray, pred: np.ndarray, regions: Sequence[Region], ignore_label: int | None) -> str:
-    valid = None if ignore_label is None else ref != ignore_label
-    parts = []
-    for region in regions:
-        r, p = region_mask(ref, region), region_mask(pred, region)
-        if valid is not None:
-            r &= valid
-            p &= valid
-        parts.append(f"{region.name} {dice(r, p):.2f}")
+    scores = dice_per_region(ref, pred, regions, ignore_label)
+    parts = [f"{region.name} {d:.2f}" for region, d in zip(regions, scores)]
     lines = [" ".join(parts[i:i + 3]) for i in range(0, len(parts), 3)]
     return "\n".join(lines)
 

@@ -196,6 +196,23 @@ def region_mask(seg: np.ndarray, region: Region) -> np.ndarray:
     return np.isin(seg, region.labels)
 
 
+def region_masks(ref: np.ndarray, pred: np.ndarray, region: Region,
+                 ignore_label: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and predicted masks of one region, with voxels the reference marks ``ignore`` left out."""
+    r, p = region_mask(ref, region), region_mask(pred, region)
+    if ignore_label is not None:
+        valid = ref != ignore_label
+        r &= valid
+        p &= valid
+    return r, p
+
+
+def dice_per_region(ref: np.ndarray, pred: np.ndarray, regions: Sequence[Region],
+                    ignore_label: int | None) -> list[float]:
+    """Dice per region with this module's conventions (both empty = 1, ignore voxels left out)."""
+    return [dice(*region_masks(ref, pred, region, ignore_label)) for region in regions]
+
+
 def metrics_for_arrays(
     case: str,
     ref: np.ndarray,
@@ -206,14 +223,10 @@ def metrics_for_arrays(
     one_empty: OneEmptyHD95 = DEFAULT_ONE_EMPTY_HD95,
 ) -> list[CaseMetrics]:
     """All metrics of one case; ``spacing`` is per numpy axis (z, y, x for SimpleITK arrays)."""
-    valid = None if ignore_label is None else ref != ignore_label
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
     for region in regions:
-        r, p = region_mask(ref, region), region_mask(pred, region)
-        if valid is not None:
-            r &= valid
-            p &= valid
+        r, p = region_masks(ref, pred, region, ignore_label)
         rows.append(
             CaseMetrics(
                 case=case,

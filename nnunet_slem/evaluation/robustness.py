@@ -60,7 +60,7 @@ import numpy as np
 
 from nnunet_slem.atomic import write_bytes_atomic
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.evaluation.metrics import Region, dice, region_mask, regions_from_labels
+from nnunet_slem.evaluation.metrics import Region, dice_per_region, regions_from_labels
 
 if TYPE_CHECKING:  # torch and nnU-Net are imported where needed, so this module's helpers import fast
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -304,19 +304,6 @@ def predict_segmentation(predictor: nnUNetPredictor, data: np.ndarray, propertie
     ))
 
 
-def case_dice(ref: np.ndarray, pred: np.ndarray, regions: Sequence[Region], ignore_label: int | None) -> list[float]:
-    """Dice per region with :mod:`metrics`' conventions (both empty = 1, ignore voxels left out)."""
-    valid = None if ignore_label is None else ref != ignore_label
-    out = []
-    for region in regions:
-        r, p = region_mask(ref, region), region_mask(pred, region)
-        if valid is not None:
-            r &= valid
-            p &= valid
-        out.append(dice(r, p))
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ run
 
 
@@ -441,7 +428,7 @@ def run_robustness(
                     pred_dir = out / "predictions" / _folder_name(cond)
                     pred_dir.mkdir(parents=True, exist_ok=True)
                     reader.write_seg(seg, str(pred_dir / f"{case}{file_ending}"), properties[case])
-                for region, d in zip(regions, case_dice(ref, seg, regions, ignore_label)):
+                for region, d in zip(regions, dice_per_region(ref, seg, regions, ignore_label)):
                     per_case.append({
                         "condition": cond.name,
                         "removed_channels": ";".join(channel_names[c] for c in cond.removed),

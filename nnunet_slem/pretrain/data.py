@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
-from nnunet_slem.atomic import publish
+from nnunet_slem.atomic import write_atomic
 from nnunet_slem.errors import UserFacingError
 
 TRAIN_STREAM, EVAL_STREAM, AUDIT_STREAM = 0, 1, 2  # independent sample streams of one seed
@@ -267,8 +266,6 @@ def preprocess_unlabeled(images_dir: str | os.PathLike, cache_folder: str | os.P
     todo = [c for c in cases if not (cache_folder / f"{c}.npy").is_file()]
     for case in tqdm(todo, desc="preprocessing unlabeled images", disable=not todo):
         data, _, _ = preprocessor.run_case(cases[case], None, plans_manager, configuration_manager, dataset_json)
-        fd, tmp = tempfile.mkstemp(prefix=f".{case}.", suffix=".tmp", dir=cache_folder)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, data.astype(np.float32, copy=False))
-        publish(tmp, cache_folder / f"{case}.npy")
+        array = data.astype(np.float32, copy=False)
+        write_atomic(cache_folder / f"{case}.npy", lambda f, array=array: np.save(f, array))
     return cache_folder
