@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
 
-    with open(args.plans) as f:
+    with open(args.plans, encoding="utf-8") as f:
         plans = PlansManager(json.load(f))
     cm = plans.get_configuration(args.configuration)
     device = torch.device(args.device)

@@ -90,9 +90,9 @@ def time_trainer(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     name = maybe_convert_to_dataset_name(int(args.dataset))
     base = Path(os.environ["nnUNet_preprocessed"]) / name
-    plans = json.loads((base / f"{args.plans}.json").read_text())
+    plans = json.loads((base / f"{args.plans}.json").read_text(encoding="utf-8"))
     plans["continue_training"] = False
-    dataset_json = json.loads((base / "dataset.json").read_text())
+    dataset_json = json.loads((base / "dataset.json").read_text(encoding="utf-8"))
     trainer = _trainer_class(args.trainer)(plans=plans, configuration=args.configuration, fold=0,
                                            dataset_json=dataset_json, device=device)
     trainer.on_train_start()
@@ -139,7 +139,7 @@ def _result_line(path: Path) -> dict | None:
 
 
 def _load_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def ratios(work: Path) -> dict[str, float | None]:

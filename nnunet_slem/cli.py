@@ -17,7 +17,8 @@ from nnunet_slem.errors import UserFacingError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "trainer-dir": ("nnunet_slem.commands.trainer_dir", "print the folder to put in nnUNet_extTrainer"),
     "make-dataset": ("nnunet_slem.commands.make_dataset", "write the bundled synthetic multi-modal dataset"),
-    "pretrain": ("nnunet_slem.commands.pretrain", "SLeM self-supervised pretraining on preprocessed data"),
+    "pretrain": ("nnunet_slem.commands.pretrain",
+                 "self-supervised pretraining on preprocessed data (SLeM, or a baseline pretext)"),
     "audit": ("nnunet_slem.commands.audit", "check the pretext is not solvable from block intensity statistics"),
     "evaluate": ("nnunet_slem.commands.evaluate", "Dice, HD95 and volumes per case and region"),
     "convert": ("nnunet_slem.commands.convert", "import BraTS / CHAOS MR as an nnU-Net raw dataset"),
@@ -26,6 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "figure": ("nnunet_slem.commands.figure",
                "PNG + PDF figure: modality slices, ground truth and predictions as region overlays, per case"),
     "demo": ("nnunet_slem.commands.demo", "the whole story on generated data: pretrain, fine-tune, compare"),
+    "compare": ("nnunet_slem.commands.compare",
+                "SLeM vs. baselines (scratch, CFB, JiGen, Taleb, supervoxel) fine-tuned alike, at few labels"),
 }
 
 

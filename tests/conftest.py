@@ -142,4 +142,18 @@ def nnunet_paths(project: Project, monkeypatch):
     return project
 
 
+@pytest.fixture(scope="session")
+def reduced_demo(tmp_path_factory) -> tuple[Path, list[str], subprocess.CompletedProcess]:
+    """``nnunet-slem demo`` at a tiny size: the bundled data generated, planned and preprocessed by nnU-Net,
+    pretrained and fine-tuned. Returns its folder, its command and the finished process."""
+    out = tmp_path_factory.mktemp("reduced_demo") / "demo"
+    args = [console_script("nnunet-slem"), "demo", "--out", str(out), "-d", "991", "--cases", "5", "--test-cases",
+            "2", "--labeled", "2", "--val-cases", "1", "--shape", "32", "32", "32", "--features", "4", "8", "16",
+            "--pretrain-epochs", "1", "--pretrain-iters", "2", "--pretrain-batch", "2", "--audit-samples", "16",
+            "--finetune-epochs", "1", "--finetune-iters", "2"]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)
+    return out, args, proc
+
+
 os.environ.setdefault("nnUNet_compile", "f")

@@ -147,7 +147,7 @@ def test_inf_in_a_case_is_named(project, root, results):
 
 def test_single_modality_dataset(project, root, tmp_path):
     dataset_json = root / project.dataset_name / "dataset.json"
-    meta = json.loads(dataset_json.read_text())
+    meta = json.loads(dataset_json.read_text(encoding="utf-8"))
     meta["channel_names"] = {"0": "seqA"}
     dataset_json.write_text(json.dumps(meta))
     with pytest.raises(UserFacingError, match=r"at least two modalities/channels.*the data has 1.*Dataset777"):
@@ -156,7 +156,7 @@ def test_single_modality_dataset(project, root, tmp_path):
 
 def test_cases_with_other_channel_count_than_dataset_json(project, root, tmp_path):
     dataset_json = root / project.dataset_name / "dataset.json"
-    meta = json.loads(dataset_json.read_text())
+    meta = json.loads(dataset_json.read_text(encoding="utf-8"))
     meta["channel_names"] = {"0": "seqA", "1": "seqB", "2": "seqC"}  # edited after preprocessing
     dataset_json.write_text(json.dumps(meta))
     with pytest.raises(UserFacingError, match=r"pat00\.b2nd has shape \(4, .*4 channels, but dataset.json lists 3"):

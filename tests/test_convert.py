@@ -91,7 +91,7 @@ def test_brats_labels_channels_and_unlabelled_cases(raw: Path, tmp_path: Path, l
     run_cli(["brats", str(src), "-d", "7"])
     ds = raw / "Dataset007_BraTS"
     assert sorted(os.listdir(raw)) == ["Dataset007_BraTS"]
-    dj = json.loads((ds / "dataset.json").read_text())
+    dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert dj["channel_names"] == {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
     assert dj["labels"] == {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
                             "enhancing tumor": [3]}
@@ -117,7 +117,7 @@ def test_brats_images_only(raw: Path, tmp_path: Path) -> None:
     cases = make_brats(src, GLI, 2)
     run_cli(["brats", str(src), "-d", "8", "--images-only", "--name", "GLIunlab"])
     ds = raw / "Dataset008_GLIunlab"
-    dj = json.loads((ds / "dataset.json").read_text())
+    dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert (dj["numTraining"], dj["numUnlabeled"]) == (0, 2)
     assert os.listdir(ds / "imagesTr") == [] and os.listdir(ds / "labelsTr") == []
     assert len(os.listdir(ds / "imagesUnlabeled")) == 4 * len(cases)
@@ -177,13 +177,13 @@ def test_unknown_layout_lists_both_patterns(raw: Path, tmp_path: Path) -> None:
 def test_existing_dataset_id_is_refused_and_left_alone(raw: Path, tmp_path: Path) -> None:
     existing = raw / "Dataset013_Mine"
     (existing / "imagesTr").mkdir(parents=True)
-    (existing / "dataset.json").write_text("{}")
+    (existing / "dataset.json").write_text("{}", encoding="utf-8")
     src = tmp_path / "src"
     make_brats(src, GLI, 1)
     with pytest.raises(UserFacingError, match=r"dataset ID 13 is already used by .*Dataset013_Mine"):
         run_cli(["brats", str(src), "-d", "13"])
     _assert_raw_untouched(raw, ["Dataset013_Mine"])
-    assert (existing / "dataset.json").read_text() == "{}"
+    assert (existing / "dataset.json").read_text(encoding="utf-8") == "{}"
     assert os.listdir(existing / "imagesTr") == []
 
 
@@ -284,7 +284,7 @@ def test_chaos_conversion(raw: Path, tmp_path: Path, level: str) -> None:
     run_cli(["chaos", str(src), "-d", "21"])
     ds = raw / "Dataset021_CHAOS_MR"
     assert sorted(os.listdir(raw)) == ["Dataset021_CHAOS_MR"]
-    dj = json.loads((ds / "dataset.json").read_text())
+    dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert dj["channel_names"] == {"0": "T1_in_phase", "1": "T1_out_phase"}
     assert dj["labels"] == {"background": 0, "liver": 1, "right kidney": 2, "left kidney": 3, "spleen": 4}
     assert (dj["numTraining"], dj["numUnlabeled"]) == (1, 1)
@@ -312,7 +312,7 @@ def test_chaos_t2spir_is_resampled_onto_t1_grid(raw: Path, tmp_path: Path) -> No
     make_chaos_patient(mr, "3", labelled=True, uid="1.2.826.0.1.3680043.2.1125.300")
     run_cli(["chaos", str(mr), "-d", "22", "--t2spir"])
     ds = raw / "Dataset022_CHAOS_MR"
-    dj = json.loads((ds / "dataset.json").read_text())
+    dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert dj["channel_names"] == {"0": "T1_in_phase", "1": "T1_out_phase", "2": "T2_SPIR"}
     t2 = sitk.ReadImage(str(ds / "imagesTr" / "CHAOS_MR_003_0002.nii.gz"))
     assert t2.GetSize() == T1_SIZE[::-1] and t2.GetSpacing() == pytest.approx(T1_SPACING)

@@ -42,7 +42,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 
 def _epoch_lines(folder: Path) -> list[str]:
-    return [line.split()[3] for line in (folder / "pretrain_log.txt").read_text().splitlines()
+    return [line.split()[3] for line in (folder / "pretrain_log.txt").read_text(encoding="utf-8").splitlines()
             if line.split()[2:3] == ["epoch"]]
 
 

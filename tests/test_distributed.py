@@ -120,5 +120,5 @@ def test_two_processes_train_what_one_process_trains(project, tmp_path, one_thre
     # rank 0 alone wrote: one line per epoch, no temporaries, nothing from rank 1
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["checkpoint_final.pth", "pretrain_config.json", "pretrain_log.txt", "progress.png"]
-    log = (folder / "pretrain_log.txt").read_text().splitlines()
+    log = (folder / "pretrain_log.txt").read_text(encoding="utf-8").splitlines()
     assert [line.split()[3] for line in log] == [f"{e}/{EPOCHS}" for e in range(1, EPOCHS + 1)]

@@ -39,12 +39,12 @@ def test_noPretrain_smoke_trains_predicts_and_evaluates_on_a_foreign_dataset(pro
     assert len(list(pred.glob("*.nii.gz"))) == n_cases
     project.run("nnUNetv2_evaluate_folder", project.raw / "labelsTr", pred, "-djfile",
                 project.raw / "dataset.json", "-pfile", fold.parent / "plans.json")
-    summary = json.loads((pred / "summary.json").read_text())
+    summary = json.loads((pred / "summary.json").read_text(encoding="utf-8"))
     assert set(summary["mean"]) == {"(1, 2)", "(2,)"}
     assert all(0.0 <= v["Dice"] <= 1.0 for v in summary["mean"].values())
     project.run("nnunet-slem", "evaluate", "-ref", project.raw / "labelsTr", "-pred", pred, "-d",
                 project.dataset_id, "-o", tmp_path / "metrics")
-    ours = json.loads((tmp_path / "metrics" / "summary.json").read_text())
+    ours = json.loads((tmp_path / "metrics" / "summary.json").read_text(encoding="utf-8"))
     assert set(ours["regions"]) == {"lesion", "core"}
 
 
@@ -52,7 +52,7 @@ def test_slem_trainer_smoke_starts_from_the_pretrained_checkpoint(project, pretr
     proc = _train(project, "SLeMTrainer_smoke", fold=1)
     assert "Loaded SLeM-pretrained weights" in proc.stdout and str(pretrained_checkpoint) in proc.stdout
     fold = project.results / f"SLeMTrainer_smoke__{project.plans}__{project.configuration}" / "fold_1"
-    record = json.loads((fold / "slem_pretrained_from.json").read_text())
+    record = json.loads((fold / "slem_pretrained_from.json").read_text(encoding="utf-8"))
     assert record["checkpoint"] == str(pretrained_checkpoint.resolve())
     # --val reruns validation only and must not touch the pretraining checkpoint again
     proc = project.run("nnUNetv2_train", project.dataset_id, project.configuration, 1, "-tr", "SLeMTrainer_smoke",
@@ -84,23 +84,16 @@ def test_pretrain_cli_errors_are_one_clear_line(project):
     assert "Configuration '3d_lowres' is not in plans" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_demo_reduced_runs_and_resumes(tmp_path):
-    from nnunet_slem.workflow import console_script
-
-    out = tmp_path / "demo"
-    args = [console_script("nnunet-slem"), "demo", "--out", str(out), "-d", "991", "--cases", "5", "--test-cases",
-            "2", "--labeled", "2", "--val-cases", "1", "--shape", "32", "32", "32", "--features", "4", "8", "16",
-            "--pretrain-epochs", "1", "--pretrain-iters", "2", "--pretrain-batch", "2", "--audit-samples", "16",
-            "--finetune-epochs", "1", "--finetune-iters", "2"]
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    proc = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)
+def test_demo_reduced_runs_and_resumes(reduced_demo):
+    out, args, proc = reduced_demo
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = (out / "results.md").read_text()
+    table = (out / "results.md").read_text(encoding="utf-8")
     assert "| SLeM (pretrained + CFB) |" in table and "| scratch (CFB, random init) |" in table
     assert "WT Dice | TC Dice | ET Dice" in table
-    result = json.loads((out / "results.json").read_text())
+    result = json.loads((out / "results.json").read_text(encoding="utf-8"))
     for summary in result["dice"].values():
         assert all(0.0 <= summary[r]["dice"]["mean"] <= 1.0 for r in ("WT", "TC", "ET"))
     assert (out / "dice.png").stat().st_size > 1000
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     again = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)
     assert again.returncode == 0 and again.stdout.count("skipped") >= 6

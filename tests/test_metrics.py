@@ -280,13 +280,13 @@ def test_cli_writes_csv_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     run_cli(["-ref", str(ref_dir), "-pred", str(pred_dir), "-d", "321", "--num-processes", "2"])
     out = pred_dir / "slem_metrics"
     assert sorted(p.name for p in out.iterdir()) == ["metrics_per_case.csv", "summary.json"]  # no temp files
-    with open(out / "metrics_per_case.csv") as f:
+    with open(out / "metrics_per_case.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["case", "region", "dice", "hd95_mm", "ref_ml", "pred_ml"]
     assert [(r["case"], r["region"]) for r in rows[:3]] == [("case_000", "WT"), ("case_000", "TC"),
                                                               ("case_000", "ET")]
     assert len(rows) == 9
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_cases"] == 3
     wt = summary["regions"]["WT"]
     dices = [float(r["dice"]) for r in rows if r["region"] == "WT"]
@@ -308,10 +308,10 @@ def test_cli_with_dataset_json_and_output_folder(tmp_path: Path, monkeypatch: py
     _random_cases(ref_dir, pred_dir, 2)
     run_cli(["-ref", str(ref_dir), "-pred", str(pred_dir), "-dj", str(ds / "dataset.json"),
              "-o", str(tmp_path / "out"), "--one-empty-hd95", "nan", "-np", "1"])
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     et = summary["regions"]["ET"]["hd95_mm"]  # case_000: one empty -> nan; case_001: both empty -> 0
     assert (et["n_finite"], et["mean"]) == (1, 0.0)
-    csv_text = (tmp_path / "out" / "metrics_per_case.csv").read_text()
+    csv_text = (tmp_path / "out" / "metrics_per_case.csv").read_text(encoding="utf-8")
     assert "case_000,ET,0.0,nan," in csv_text
 
 

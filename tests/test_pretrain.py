@@ -29,7 +29,7 @@ def test_checkpoint_loads_with_weights_only_and_carries_metadata(pretrained_chec
     assert ckpt["epoch"] == 2 and len(ckpt["logging"]["eval_acc"]) == 2
     folder = pretrained_checkpoint.parent
     assert (folder / "progress.png").stat().st_size > 1000
-    assert "audit:" in (folder / "pretrain_log.txt").read_text()
+    assert "audit:" in (folder / "pretrain_log.txt").read_text(encoding="utf-8")
     assert not (folder / "checkpoint_latest.pth").exists()
 
 

@@ -102,8 +102,8 @@ def test_missing_fold_names_the_checkpoint_and_the_training_command(tmp_path: Pa
     folder = tmp_path / "Dataset123_X" / "MyTrainer__nnUNetPlans__3d_fullres"
     (folder / "fold_0").mkdir(parents=True)
     (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"")
-    (folder / "plans.json").write_text("{}")
-    (folder / "dataset.json").write_text("{}")
+    (folder / "plans.json").write_text("{}", encoding="utf-8")
+    (folder / "dataset.json").write_text("{}", encoding="utf-8")
     with pytest.raises(UserFacingError) as e:
         check_model_folder(folder, 3)
     msg = str(e.value)
@@ -155,8 +155,8 @@ def test_removal_happens_after_nnunets_own_normalisation(project) -> None:
     """Preprocess a raw case with the project's plans; the removed channel is 0, the others nnU-Net's output."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans = json.loads((project.preprocessed / f"{project.plans}.json").read_text())
-    dataset_json = json.loads((project.raw / "dataset.json").read_text())
+    plans = json.loads((project.preprocessed / f"{project.plans}.json").read_text(encoding="utf-8"))
+    dataset_json = json.loads((project.raw / "dataset.json").read_text(encoding="utf-8"))
     pm = PlansManager(plans)
     cm = pm.get_configuration(project.configuration)
     assert cm.normalization_schemes == ["ZScoreNormalization"] * 4
@@ -210,7 +210,7 @@ def robustness_cli_out(project, trained_fold, small_set, tmp_path_factory) -> Pa
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -228,7 +228,8 @@ def test_robustness_cli_reports_one_row_per_condition_and_region(robustness_cli_
         assert float(r["dice_drop"]) == pytest.approx(expected, abs=1e-12)
     assert len(_read_csv(robustness_cli_out / "robustness_per_case.csv")) == len(conditions) * 2 * N_CASES
     assert (robustness_cli_out / "robustness.png").stat().st_size > 5000
-    assert "| condition | removed | lesion Dice | lesion drop |" in (robustness_cli_out / "robustness.md").read_text()
+    markdown = (robustness_cli_out / "robustness.md").read_text(encoding="utf-8")
+    assert "| condition | removed | lesion Dice | lesion drop |" in markdown
     assert len(list((robustness_cli_out / "predictions" / "all_channels").glob("*.nii.gz"))) == N_CASES
     assert not list(robustness_cli_out.glob(".*")), "no temporary files or caches left behind"
 

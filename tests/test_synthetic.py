@@ -45,7 +45,7 @@ def brats_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_brats_layout_and_dataset_json(brats_dataset: Path) -> None:
     assert brats_dataset.name == "Dataset501_SLeMSynthBraTS"
     assert sorted(p.name for p in brats_dataset.parent.iterdir()) == [brats_dataset.name]  # no leftovers
-    meta = json.loads((brats_dataset / "dataset.json").read_text())
+    meta = json.loads((brats_dataset / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
     assert meta["labels"] == {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
                               "enhancing tumor": [3]}
@@ -182,7 +182,7 @@ def test_brats_channels_have_different_scales(brats_cases: list[synthetic.Synthe
 def test_chaos_labels_and_out_of_phase_contrast(tmp_path: Path) -> None:
     folder = make_dataset(22, tmp_path, n_cases=3, n_test=0, modalities="chaos", seed=1, shape=(24, 32, 32))
     assert folder.name == "Dataset022_SLeMSynthCHAOS"
-    meta = json.loads((folder / "dataset.json").read_text())
+    meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "T1_in_phase", "1": "T1_out_phase"}
     assert meta["labels"] == {"background": 0, "liver": 1, "right kidney": 2, "left kidney": 3, "spleen": 4}
     assert "regions_class_order" not in meta
@@ -256,14 +256,14 @@ def test_existing_id_with_other_name_is_refused(tmp_path: Path) -> None:
 
 def test_existing_same_name_needs_overwrite(tmp_path: Path) -> None:
     first = make_dataset(8, tmp_path, n_cases=2, n_test=0, shape=(16, 16, 16), seed=1)
-    (first / "marker.txt").write_text("old")
+    (first / "marker.txt").write_text("old", encoding="utf-8")
     with pytest.raises(UserFacingError, match="overwrite"):
         make_dataset(8, tmp_path, n_cases=2, n_test=0, shape=(16, 16, 16), seed=2)
     assert (first / "marker.txt").exists()
 
     second = make_dataset(8, tmp_path, n_cases=3, n_test=0, shape=(16, 16, 16), seed=2, overwrite=True)
     assert second == first and not (second / "marker.txt").exists()
-    assert json.loads((second / "dataset.json").read_text())["numTraining"] == 3
+    assert json.loads((second / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # nothing hidden left over
 
 
@@ -284,7 +284,7 @@ def test_failure_midway_leaves_no_partial_dataset(tmp_path: Path, monkeypatch: p
     with pytest.raises(OSError, match="disk full"):
         make_dataset(10, tmp_path, n_cases=3, n_test=0, shape=(16, 16, 16))
     assert sorted(p.name for p in tmp_path.iterdir()) == [old.name]
-    assert json.loads((old / "dataset.json").read_text())["numTraining"] == 2  # old dataset intact
+    assert json.loads((old / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 2  # old dataset intact
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from nnunet_slem.pretrain.checkpoint import load_checkpoint, save_atomic
 
 def make_trainer(project, name: str = "SLeMTrainer_smoke", fold: int = 0):
     trainer_class = recursive_find_trainer_class_by_name(name)
-    plans = json.loads((project.preprocessed / f"{project.plans}.json").read_text())
+    plans = json.loads((project.preprocessed / f"{project.plans}.json").read_text(encoding="utf-8"))
     plans["continue_training"] = False
-    dataset_json = json.loads((project.preprocessed / "dataset.json").read_text())
+    dataset_json = json.loads((project.preprocessed / "dataset.json").read_text(encoding="utf-8"))
     return trainer_class(plans=plans, configuration=project.configuration, fold=fold, dataset_json=dataset_json,
                          device=torch.device("cpu"))
 
@@ -52,7 +52,7 @@ def test_handoff_weights_equal_the_pretrained_ones(nnunet_paths, pretrained_chec
     # and something really changed: the pretrained encoder differs from a fresh one
     assert not torch.equal(after["encoder.stages.0.0.convs.0.conv.weight"],
                            before["encoder.stages.0.0.convs.0.conv.weight"])
-    record = json.loads((Path(trainer.output_folder) / "slem_pretrained_from.json").read_text())
+    record = json.loads((Path(trainer.output_folder) / "slem_pretrained_from.json").read_text(encoding="utf-8"))
     assert record["tensors_loaded"] == len(transferred)
 
 

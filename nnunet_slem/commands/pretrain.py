@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.pretext.registry import PRETEXT_NAMES
 
 
 def parse_grid(text: str) -> list[int]:
@@ -52,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-samples", type=int, default=600,
                         help="samples for the shortcut audit run before training (0 skips it) [600]")
     parser.add_argument("--seed", type=int, default=0, help="seed of data sampling and the assignment set [0]")
+    parser.add_argument("--pretext", choices=PRETEXT_NAMES, default="slem",
+                        help="slem (the method), or a baseline: taleb (multimodal puzzle), supervoxel (supervoxel "
+                        "segmentation); output folder <Prefix>Pretrain__PLANS__CONFIG [slem]")
+    parser.add_argument("--no-cfb", action="store_true",
+                        help="pretrain the plain nnU-Net network without CFB (folder suffix _noCFB; fine-tune it "
+                        "with -tr SLeMTrainer_noCFB)")
     add_pretext_arguments(parser)
 
 
@@ -69,11 +76,25 @@ def add_pretext_arguments(parser: argparse.ArgumentParser) -> None:
                          "zscore, or none (ablations only: opens an intensity shortcut)")
     pretext.add_argument("--no-intensity-aug", action="store_true",
                          help="disable random per-block intensity transforms")
+    pretext.add_argument("--pretext-option", action="append", default=[], metavar="KEY=VALUE",
+                         help="any field of the chosen pretext's config, e.g. num_permutations=100 (taleb) or "
+                         "n_segments=300 (supervoxel); repeatable (see docs/baselines.md)")
+
+
+SLEM_ONLY_FLAGS = ("grid", "fixed_unsplit_axis", "num_assignments", "jitter", "normalization", "no_intensity_aug")
 
 
 def pretext_options(args: argparse.Namespace) -> dict:
     """Only the options the user gave; the rest take the pretext's defaults for the patch's dimensionality."""
-    options: dict = {}
+    from nnunet_slem.pretext.registry import parse_pretext_option
+
+    pretext = getattr(args, "pretext", "slem")
+    given = [f for f in SLEM_ONLY_FLAGS if getattr(args, f) not in (None, False)]
+    if pretext != "slem" and given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise UserFacingError(f"{flags} configure the SLeM pretext only; for --pretext {pretext} use "
+                              "--pretext-option KEY=VALUE.")
+    options: dict = dict(parse_pretext_option(o) for o in args.pretext_option)
     if args.grid is not None:
         options["grid"] = list(args.grid)
     if args.fixed_unsplit_axis:
@@ -97,6 +118,7 @@ def settings_from(args: argparse.Namespace):
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_iters=args.warmup_iters, seed=args.seed, num_workers=args.num_workers,
         compile=args.compile, audit_samples=args.audit_samples, pretext=pretext_options(args),
+        pretext_name=getattr(args, "pretext", "slem"), cfb=not getattr(args, "no_cfb", False),
     )
 
 

@@ -35,6 +35,9 @@ class CFBConfig:
     image_pooling: bool = True
     min_extent: int = 8
     stage: int | None = None
+    #: False builds the plain nnU-Net network (an identity in the CFB's place, no ``cfb.*`` keys): the
+    #: "without CFB" arms of the comparison
+    enabled: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

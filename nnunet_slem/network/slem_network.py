@@ -49,7 +49,7 @@ def choose_cfb_stage(sizes: Sequence[Sequence[int]], patch_size: Sequence[int], 
 class SLeMNetwork(nn.Module):
     """Encoder -> CFB at one stage -> rest of encoder -> decoder, with the plain network's key names."""
 
-    def __init__(self, base: nn.Module, cfb: ContextualFusionBlock, cfb_stage: int) -> None:
+    def __init__(self, base: nn.Module, cfb: ContextualFusionBlock | nn.Identity, cfb_stage: int) -> None:
         super().__init__()
         for attr in ("encoder", "decoder"):
             if not hasattr(base, attr):
@@ -82,6 +82,10 @@ class SLeMNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.decoder(self.encode(x))
+
+    @property
+    def has_cfb(self) -> bool:
+        return isinstance(self.cfb, ContextualFusionBlock)
 
     @property
     def bottleneck_channels(self) -> int:
@@ -124,6 +128,8 @@ def build_slem_network(
     )
     if not 0 <= stage < len(sizes):
         raise ValueError(f"slem_cfb.stage={stage} is outside the encoder's stages 0..{len(sizes) - 1}")
+    if not cfb_config.enabled:
+        return SLeMNetwork(base, nn.Identity(), stage)
     cfb = ContextualFusionBlock(
         channels=int(base.encoder.output_channels[stage]),
         feature_map_size=sizes[stage],

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError, build_assignment_set
+from nnunet_slem.pretext.base import ClassificationPretext
 
 __all__ = [
     "BlockLayout",
@@ -180,8 +181,10 @@ def _as_labels(labels: Tensor | Sequence[int], n: int, num_classes: int, device:
     return labels.to(device)
 
 
-class SLeMPretext:
+class SLeMPretext(ClassificationPretext):
     """Builds SLeM pretext samples (shuffled multi-modal images and their class labels) on any device."""
+
+    name = "slem"
 
     def __init__(
         self,
@@ -242,6 +245,10 @@ class SLeMPretext:
         if device not in self._on_device:
             self._on_device[device] = self.assignments.to(device)
         return self._on_device[device]
+
+    def check_patch(self, patch_size: Sequence[int]) -> None:
+        """Raise :class:`PretextConfigError` naming the fix if no block layout fits the patch."""
+        self._feasible_axis_orders(tuple(int(p) for p in patch_size))
 
     # ------------------------------------------------------------------------------------- layouts
     def _feasible_axis_orders(self, spatial_shape: tuple[int, ...]) -> list[tuple[int, ...]]:

@@ -4,11 +4,11 @@ Format (``torch.load(path, weights_only=True)`` loads it; nothing in it needs pi
 
 - ``network_weights``: the full state dict of the network ``SLeMTrainer`` builds from the same plans
   (so nnU-Net's stock ``-pretrained_weights`` accepts it too);
-- ``head_weights``: the pretext classification head;
+- ``head_weights``: the pretext classification head (empty for dense pretexts, whose head is the decoder);
 - ``optimizer_state``, ``scheduler_state``, ``grad_scaler_state``, ``rng_state``, ``logging``, ``epoch``:
   what ``--resume`` needs;
 - ``metadata``: format version, package versions, dataset, plans, configuration, channel names, patch
-  size, spacing, normalisation, CFB config and stage, pretext config with its assignment set.
+  size, spacing, normalisation, CFB config and stage, pretext name and state (e.g. its assignment set).
 """
 
 from __future__ import annotations
@@ -25,13 +25,21 @@ from nnunet_slem.errors import UserFacingError
 
 FORMAT_VERSION = 1
 WEIGHTS_ENV = "SLEM_PRETRAINED_WEIGHTS"
-PRETRAIN_FOLDER_PREFIX = "SLeMPretrain"
+#: ``--pretext`` name -> prefix of its pretraining folder
+PRETRAIN_FOLDER_PREFIXES = {"slem": "SLeMPretrain", "taleb": "TalebPretrain", "supervoxel": "SupervoxelPretrain"}
+
+
+def pretrain_folder_name(plans_name: str, configuration: str, pretext: str = "slem", cfb: bool = True) -> str:
+    """``SLeMPretrain__<plans>__<configuration>``; another pretext's prefix, ``_noCFB`` for a network without CFB."""
+    if pretext not in PRETRAIN_FOLDER_PREFIXES:
+        raise UserFacingError(f"Unknown pretext {pretext!r}; known: {', '.join(PRETRAIN_FOLDER_PREFIXES)}.")
+    return f"{PRETRAIN_FOLDER_PREFIXES[pretext]}{'' if cfb else '_noCFB'}__{plans_name}__{configuration}"
 
 
 def pretrain_output_folder(results_root: str | os.PathLike, dataset_name: str, plans_name: str,
-                           configuration: str) -> Path:
-    """``$nnUNet_results/<Dataset>/SLeMPretrain__<plans>__<configuration>``, beside nnU-Net's trainer folders."""
-    return Path(results_root) / dataset_name / f"{PRETRAIN_FOLDER_PREFIX}__{plans_name}__{configuration}"
+                           configuration: str, pretext: str = "slem", cfb: bool = True) -> Path:
+    """``$nnUNet_results/<Dataset>/<folder>`` (:func:`pretrain_folder_name`), beside nnU-Net's trainer folders."""
+    return Path(results_root) / dataset_name / pretrain_folder_name(plans_name, configuration, pretext, cfb)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

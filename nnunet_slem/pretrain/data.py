@@ -62,6 +62,7 @@ class ImageSource:
     def __init__(self, preprocessed_folder: str | os.PathLike | None, unlabeled_folder: str | os.PathLike | None,
                  repair_hint: str | None = None):
         self.items: list[tuple[str, str]] = []  # (kind, identifier or path)
+        self.extra = None  # optional: case index -> (*spatial) array appended to every patch as a channel
         self._dataset = None
         self._folder = Path(preprocessed_folder) if preprocessed_folder is not None else None
         self.repair_hint = repair_hint or "nnUNetv2_preprocess -d DATASET -c CONFIGURATION -plans_name PLANS"
@@ -122,11 +123,20 @@ class ImageSource:
                     f"{image.shape[0]} channels, but dataset.json lists {num_channels}. {self._fix(index)}"
                 )
 
+    def case_name(self, index: int) -> str:
+        """The case identifier (preprocessed) or ``unlabeled__<file stem>``: a stable key for per-case caches."""
+        kind, ref = self.items[index]
+        return f"unlabeled__{Path(ref).stem}" if kind == "npy" else ref
+
     def patch(self, index: int, patch_size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
-        """A random patch of one case (see :func:`random_patch`), read errors and NaN/Inf named."""
+        """A random patch of one case (see :func:`random_patch`), read errors and NaN/Inf named.
+
+        With ``extra`` set (a function of the case index returning a ``(*spatial)`` array, e.g. its supervoxel
+        map), the same window of that array is appended as one more channel."""
         image = self.image(index)
         try:
-            patch = random_patch(image, patch_size, rng)
+            window = patch_window(image.shape[1:], patch_size, rng)
+            patch = crop(image, window, patch_size)
         except Exception as e:
             raise UserFacingError(self._unreadable(index, e)) from e
         if not np.isfinite(patch).all():
@@ -135,18 +145,29 @@ class ImageSource:
                 "patch). Fix the raw images of this case (e.g. replace NaN/Inf with a background value) and "
                 f"preprocess again with `{self.repair_hint}`, or remove the case."
             )
+        if self.extra is not None:
+            patch = np.concatenate([patch, crop(self.extra(index)[None], window, patch_size)])
         return patch
 
 
-def random_patch(image, patch_size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
-    """A uniformly placed patch, zero-padded where the image is smaller than the patch."""
+def patch_window(spatial: Sequence[int], patch_size: Sequence[int], rng: np.random.Generator) -> list[int]:
+    """Uniform start per axis; negative (the patch sticks out on both sides) where the image is smaller."""
+    return [int(rng.integers(min(0, s - p), max(0, s - p) + 1)) for s, p in zip(spatial, patch_size)]
+
+
+def crop(image, starts: Sequence[int], patch_size: Sequence[int]) -> np.ndarray:
+    """The window at ``starts`` of a ``(C, *spatial)`` array as float32, zero where it leaves the image."""
     spatial = image.shape[1:]
-    starts = [int(rng.integers(min(0, s - p), max(0, s - p) + 1)) for s, p in zip(spatial, patch_size)]
     src = tuple(slice(max(0, st), min(s, st + p)) for st, s, p in zip(starts, spatial, patch_size))
     out = np.zeros((image.shape[0], *patch_size), dtype=np.float32)
     dst = tuple(slice(sl.start - st, sl.stop - st) for sl, st in zip(src, starts))
     out[(slice(None), *dst)] = np.asarray(image[(slice(None), *src)], dtype=np.float32)
     return out
+
+
+def random_patch(image, patch_size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """A uniformly placed patch, zero-padded where the image is smaller than the patch."""
+    return crop(image, patch_window(image.shape[1:], patch_size, rng), patch_size)
 
 
 def random_mirror(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Encoder + CFB + classification head: the network the pretext trains.
+"""The networks the pretexts train: encoder + CFB + classification head, or the whole U-Net for dense pretexts.
 
 The encoder and CFB are those of the exact network ``SLeMTrainer`` builds from the same plans (built by
 the trainer's own ``build_network_architecture``), so the saved state dict loads into fine-tuning key for
@@ -22,16 +22,36 @@ from nnunet_slem.network.slem_network import SLeMNetwork
 HEAD_GRID = 4
 
 
+def grid_head(channels: int, bottleneck_size: Sequence[int], num_classes: int, dropout: float = 0.0) -> nn.Module:
+    """Pool a bottleneck map to at most ``HEAD_GRID`` cells per axis, keep the cells apart, classify."""
+    cells = [max(1, min(HEAD_GRID, int(s))) for s in bottleneck_size]
+    pool = nn.AdaptiveAvgPool3d if len(cells) == 3 else nn.AdaptiveAvgPool2d
+    n_features = channels * int(torch.tensor(cells).prod())
+    return nn.Sequential(pool(tuple(cells)), nn.Flatten(), nn.Dropout(dropout), nn.Linear(n_features, num_classes))
+
+
 class PretextClassifier(nn.Module):
     def __init__(self, network: SLeMNetwork, num_classes: int, bottleneck_size: Sequence[int],
                  dropout: float = 0.0) -> None:
         super().__init__()
         self.network = network
-        cells = [max(1, min(HEAD_GRID, int(s))) for s in bottleneck_size]
-        pool = nn.AdaptiveAvgPool3d if len(cells) == 3 else nn.AdaptiveAvgPool2d
-        n_features = network.bottleneck_channels * int(torch.tensor(cells).prod())
-        self.head = nn.Sequential(pool(tuple(cells)), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(n_features, num_classes))
+        self.head = grid_head(network.bottleneck_channels, bottleneck_size, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.network.encode(x)[-1])
+
+
+class PretextSegmenter(nn.Module):
+    """The whole U-Net (built with ``num_classes`` output channels) for dense pretexts: full-resolution output.
+
+    Its state dict is the fine-tuning network's except for the final 1x1 segmentation layers, which
+    fine-tuning leaves out anyway (their channel count differs)."""
+
+    def __init__(self, network: SLeMNetwork) -> None:
+        super().__init__()
+        self.network = network
+        self.head = nn.Identity()  # no parameters; keeps the checkpoint layout of the classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.network(x)
+        return out[0] if isinstance(out, (list, tuple)) else out

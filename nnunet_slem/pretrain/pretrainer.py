@@ -1,9 +1,12 @@
-"""The SLeM pretraining run: nnU-Net's preprocessed data in, a checkpoint ``SLeMTrainer`` starts from out.
+"""The pretraining run: nnU-Net's preprocessed data in, a checkpoint ``SLeMTrainer`` starts from out.
 
 One epoch = ``iters_per_epoch`` steps of: a batch of random patches (background workers) -> the pretext
-builds block-shuffled images and labels on the training device -> encoder + CFB + head -> cross-entropy.
-After each epoch: pretext accuracy on a fixed held-out set of shuffled patches, a log line, ``progress.png``
-and an atomically written ``checkpoint_latest.pth``; at the end ``checkpoint_final.pth``.
+builds its inputs and targets on the training device (SLeM: block-recombined images and their class) ->
+the pretext model (encoder + CFB + head, or the whole U-Net for dense pretexts) -> the pretext's loss.
+After each epoch: the pretext's score on a fixed held-out set, a log line, ``progress.png`` and an atomically
+written ``checkpoint_latest.pth``; at the end ``checkpoint_final.pth``. The pretext is SLeM unless
+``PretrainSettings.pretext_name`` names a baseline (:mod:`nnunet_slem.pretext.registry`); with
+``cfb=False`` the network has no CFB (the "SLeM without CFB" ablation).
 
 Resuming is exact: sample ``i`` of step ``s`` of epoch ``e`` (its patch and its pretext label, layout and
 augmentation) depends only on ``(seed, e, s, i)`` (see :mod:`nnunet_slem.pretrain.data`), so a run resumed
@@ -40,7 +43,9 @@ from nnunet_slem.atomic import write_json_atomic, write_text_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.slem_network import SLeMNetwork, feature_map_sizes
 from nnunet_slem.pretext.audit import AuditResult, run_audit
-from nnunet_slem.pretext.slem import SLeMPretext, SLeMPretextConfig, default_grid
+from nnunet_slem.pretext.base import Pretext
+from nnunet_slem.pretext.registry import PRETEXT_NAMES, build_pretext
+from nnunet_slem.pretext.slem import SLeMPretext
 from nnunet_slem.pretrain.checkpoint import (
     FORMAT_VERSION,
     data_metadata,
@@ -64,7 +69,7 @@ from nnunet_slem.pretrain.distributed import (
     wrap_ddp,
 )
 from nnunet_slem.pretrain.locate import PreprocessedDataset, dataset_id_of, locate_preprocessed
-from nnunet_slem.pretrain.model import PretextClassifier
+from nnunet_slem.pretrain.model import PretextClassifier, PretextSegmenter
 from nnunet_slem.pretrain.progress import plot_progress
 
 LOG_NAME = "pretrain_log.txt"
@@ -88,7 +93,9 @@ class PretrainSettings:
     compile: bool = False
     eval_batches: int = 4
     audit_samples: int = 600  # histogram-classifier training samples before pretraining; 0 skips the audit
-    pretext: dict = field(default_factory=dict)
+    pretext: dict = field(default_factory=dict)  # the pretext's options (its config fields)
+    pretext_name: str = "slem"  # or a baseline: "taleb", "supervoxel"
+    cfb: bool = True  # False: pretrain the plain nnU-Net network (no CFB)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -102,6 +109,8 @@ class PretrainSettings:
             raise UserFacingError("--batch-size must be at least 1.")
         if self.seed < 0:
             raise UserFacingError("--seed must be 0 or larger.")
+        if self.pretext_name not in PRETEXT_NAMES:
+            raise UserFacingError(f"Unknown --pretext {self.pretext_name!r}; choose one of {', '.join(PRETEXT_NAMES)}.")
 
 
 def lr_at(step: int, total: int, settings: PretrainSettings) -> float:
@@ -115,7 +124,8 @@ def lr_at(step: int, total: int, settings: PretrainSettings) -> float:
 
 
 class SLeMPretrainer:
-    """Owns one pretraining run in ``$nnUNet_results/<Dataset>/SLeMPretrain__<plans>__<configuration>``.
+    """Owns one pretraining run in ``$nnUNet_results/<Dataset>/SLeMPretrain__<plans>__<configuration>`` (another
+    prefix for a baseline pretext, ``_noCFB`` without CFB; see ``checkpoint.pretrain_folder_name``).
 
     ``distributed``: this process's place in a data-parallel run (the process group must be initialised by
     the caller, see :mod:`nnunet_slem.pretrain.distributed`); default: a single process.
@@ -132,7 +142,8 @@ class SLeMPretrainer:
         results_root = results_root or os.environ.get("nnUNet_results")
         if not results_root:
             raise UserFacingError("nnUNet_results is not set. export nnUNet_results=/path/to/nnUNet_results")
-        self.output_folder = pretrain_output_folder(results_root, self.data.dataset_name, plans, configuration)
+        self.output_folder = pretrain_output_folder(results_root, self.data.dataset_name, plans, configuration,
+                                                    self.settings.pretext_name, self.settings.cfb)
         self.plans_manager = PlansManager(self.data.plans)
         self.configuration_manager = self.plans_manager.get_configuration(configuration)
         self.configuration = configuration
@@ -148,32 +159,43 @@ class SLeMPretrainer:
         self.audit_result: dict | None = None
 
     # ---------------------------------------------------------------------------------------- building
-    def _build_pretext(self) -> SLeMPretext:
-        defaults = {"seed": self.settings.seed, "grid": list(default_grid(len(self.patch_size)))}
-        config = SLeMPretextConfig.from_dict({**defaults, **self.settings.pretext})
+    def _build_pretext(self) -> Pretext:
         try:
-            pretext = SLeMPretext(config, num_modalities=self.num_channels, spatial_dims=len(self.patch_size))
-            pretext.sample_layouts(self.patch_size, 1, torch.Generator().manual_seed(0))  # patch fits the grid?
-        except ValueError as e:
+            pretext = build_pretext(self.settings.pretext_name, self.settings.pretext, self.num_channels,
+                                    len(self.patch_size), self.settings.seed)
+            pretext.check_patch(tuple(self.patch_size))
+        except (ValueError, TypeError) as e:
             raise UserFacingError(f"{e} (dataset {self.data.dataset_name}, configuration {self.configuration})") from e
         return pretext
 
-    def build_model(self) -> PretextClassifier:
-        from nnunet_slem.trainers.slem_trainer import SLeMTrainer  # the network fine-tuning will build
+    def cfb_config(self):
+        """The fine-tuning trainer's CFB settings (plans' ``slem_cfb`` included), switched off for ``cfb=False``."""
+        import dataclasses
 
-        label_manager = self.plans_manager.get_label_manager(self.data.dataset_json)
+        from nnunet_slem.network.slem_network import cfb_config_from_plans
+        from nnunet_slem.trainers.slem_trainer import SLeMTrainer
+
+        config = cfb_config_from_plans(self.configuration_manager, SLeMTrainer.cfb_defaults)
+        return config if self.settings.cfb else dataclasses.replace(config, enabled=False)
+
+    def build_model(self) -> PretextClassifier | PretextSegmenter:
+        """The network fine-tuning builds from these plans (``build_slem_network``, as ``SLeMTrainer`` does), with
+        the pretext's head; dense pretexts use the U-Net's own output layers with ``num_classes`` channels."""
+        from nnunet_slem.network.slem_network import build_slem_network
+
         torch.manual_seed(self.settings.seed)
-        network = SLeMTrainer.build_network_architecture(
-            self.plans_manager, self.configuration_manager, self.num_channels,
-            label_manager.num_segmentation_heads, True)
+        if self.pretext.kind == "dense":
+            network = build_slem_network(self.configuration_manager, self.num_channels, self.pretext.num_classes,
+                                         False, self.cfb_config())
+            return PretextSegmenter(network)
+        label_manager = self.plans_manager.get_label_manager(self.data.dataset_json)
+        network = build_slem_network(self.configuration_manager, self.num_channels,
+                                     label_manager.num_segmentation_heads, True, self.cfb_config())
         strides = self.configuration_manager.network_arch_init_kwargs["strides"]
         bottleneck = feature_map_sizes(self.patch_size, strides)[-1]
         return PretextClassifier(network, self.pretext.num_classes, bottleneck)
 
     def metadata(self, network: SLeMNetwork) -> dict:
-        from nnunet_slem.network.slem_network import cfb_config_from_plans
-        from nnunet_slem.trainers.slem_trainer import SLeMTrainer
-
         return {
             "format_version": FORMAT_VERSION,
             "nnunet_slem_version": nnunet_slem.__version__,
@@ -183,8 +205,9 @@ class SLeMPretrainer:
             "configuration": self.configuration,
             **data_metadata(self.plans_manager, self.configuration_manager, self.data.dataset_json),
             "architecture": self.configuration_manager.network_arch_class_name,
-            "cfb_config": cfb_config_from_plans(self.configuration_manager, SLeMTrainer.cfb_defaults).to_dict(),
+            "cfb_config": self.cfb_config().to_dict(),
             "cfb_stage": network.cfb_stage,
+            "pretext_name": self.pretext.name,
             "pretext": self.pretext.state_dict(),
             "settings": asdict(self.settings),
             "num_images": None,
@@ -213,7 +236,8 @@ class SLeMPretrainer:
         meta["num_images"] = len(source)
         if self.dist.is_main:
             self._prepare_output_folder(meta)
-            if self.settings.audit_samples > 0 and self.audit_result is None:
+            if self.settings.audit_samples > 0 and self.audit_result is None and isinstance(self.pretext,
+                                                                                             SLeMPretext):
                 self.audit_result = self._run_audit(source)
         meta["audit"] = self.audit_result
         step_model = torch.compile(model) if self.settings.compile else model
@@ -280,7 +304,23 @@ class SLeMPretrainer:
                   f"-plans_name {self.plans_manager.plans_name}")
         source = ImageSource(self.data.data_folder, unlabeled, repair_hint=repair)
         source.check(self.num_channels)
+        if self.pretext.extra_channels:
+            self._attach_supervoxels(source)
         return source
+
+    def _attach_supervoxels(self, source: ImageSource) -> None:
+        """Supervoxels of every case, computed once (rank 0) and cached beside the preprocessed data; patches
+        then carry the supervoxel map as one more channel."""
+        import functools
+
+        from nnunet_slem.pretext.supervoxel import SupervoxelCache, cache_folder_name
+
+        folder = Path(self.data.preprocessed_base) / cache_folder_name(self.configuration_manager.data_identifier)
+        cache = SupervoxelCache(folder, self.pretext.config)
+        if self.dist.is_main:
+            cache.ensure(source)
+        self.dist.barrier()
+        source.extra = functools.partial(cache.load, source)
 
     def _stream(self, source: ImageSource, first_epoch: int) -> PatchStream:
         """This process's share (samples ``rank * b .. (rank + 1) * b - 1``) of every global batch of the epochs
@@ -301,7 +341,7 @@ class SLeMPretrainer:
         return batch_loader(stream, self.loader_workers(), pin_memory=self.device.type == "cuda")
 
     def pretext_batch(self, images: torch.Tensor, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pretext images and labels, sample ``j`` drawn with its own generator seeded ``seeds[j]``.
+        """Pretext inputs and targets, sample ``j`` drawn with its own generator seeded ``seeds[j]``.
 
         One generator per sample, not one per batch: a sample's label, layout and augmentation must not depend
         on how many samples precede it in this process's batch (data-parallel runs split the global batch)."""
@@ -316,6 +356,7 @@ class SLeMPretrainer:
         model.train()
         torch.manual_seed(self.settings.seed + epoch)
         loss_sum, correct, seen = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
+        n_images = 0
         start = time.perf_counter()
         bar = tqdm(range(self.settings.iters_per_epoch), desc=f"epoch {epoch + 1}/{self.settings.epochs}",
                    leave=False, dynamic_ncols=True, disable=not self.dist.is_main)
@@ -324,27 +365,29 @@ class SLeMPretrainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, self.settings)
             images = next(loader).to(self.device, non_blocking=True)
-            loss, n_correct = self.train_step(model, optimizer, scaler, images, stream.pretext_seeds(i, epoch))
+            loss, score_sum, count = self.train_step(model, optimizer, scaler, images,
+                                                     stream.pretext_seeds(i, epoch))
             loss_sum += loss
-            correct += n_correct
-            seen += images.shape[0]
+            correct += score_sum
+            seen += count
+            n_images += images.shape[0]
             if self.dist.is_main and (i % 10 == 0 or i == self.settings.iters_per_epoch - 1):
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{(correct / seen).item():.3f}")
-        loss_sum, correct, seen = self.dist.sum([loss_sum, correct, seen], self.device)  # global numbers
+                bar.set_postfix(loss=f"{loss.item():.3f}", score=f"{(correct / max(1, seen)).item():.3f}")
+        loss_sum, correct, seen, n_images = self.dist.sum([loss_sum, correct, seen, n_images], self.device)
         elapsed = time.perf_counter() - start
         return {"loss": loss_sum / (self.settings.iters_per_epoch * self.dist.world_size),
-                "train_acc": correct / seen, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed,
-                "samples_per_s": seen / elapsed}
+                "train_acc": correct / max(1, seen), "lr": optimizer.param_groups[0]["lr"],
+                "epoch_time_s": elapsed, "samples_per_s": n_images / elapsed}
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler, images: torch.Tensor,
-                   seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+                   seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimizer step on a (local) batch; ``seeds``: one pretext seed per sample
-        (:meth:`pretext_batch`). Returns the local mean loss and number of correct predictions (on device)."""
-        shuffled, labels = self.pretext_batch(images, seeds)
+        (:meth:`pretext_batch`). Returns the local mean loss and the pretext score's sum and count."""
+        inputs, targets = self.pretext_batch(images, seeds)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=scaler is not None):
-            logits = model(shuffled)
-            loss = nn.functional.cross_entropy(logits, labels)
+            output = model(inputs)
+        loss = self.pretext.loss(output.float(), targets)
         # with DDP, backward() averages the gradients over the processes before clipping sees them
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -356,7 +399,8 @@ class SLeMPretrainer:
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 12)
             optimizer.step()
-        return loss.detach(), (logits.detach().argmax(1) == labels).sum()
+        score_sum, count = self.pretext.score(output.detach().float(), targets)
+        return loss.detach(), score_sum, count
 
     def _eval_set(self, source: ImageSource) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Fixed shuffled batches (own sample stream, never trained on as such) for a comparable accuracy per
@@ -365,19 +409,24 @@ class SLeMPretrainer:
         stream = PatchStream(source, self.patch_size, self.batch_size, self.settings.seed, stream=EVAL_STREAM)
         chunks = []
         for step in range(self.settings.eval_batches):
-            shuffled, labels = self.pretext_batch(stream.batch(step).to(self.device), stream.pretext_seeds(step))
-            chunks += list(zip(shuffled.split(self.local_batch_size), labels.split(self.local_batch_size)))
+            images = stream.batch(step).to(self.device)
+            inputs, targets = self.pretext_batch(images, stream.pretext_seeds(step))
+            chunk = self.local_batch_size * (len(inputs) // len(images))  # dense pretexts: (support, query) pairs
+            chunks += list(zip(inputs.split(chunk), targets.split(chunk)))
         return chunks
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, eval_set: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """The pretext's score (accuracy for classification pretexts) over the fixed held-out set."""
         model.eval()
-        correct = total = 0
-        for images, labels in eval_set:
+        total, count = 0.0, 0
+        for inputs, targets in eval_set:
             with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-                correct += (model(images).argmax(1) == labels).sum().item()
-            total += labels.numel()
-        return correct / max(1, total)
+                output = model(inputs)
+            score_sum, n = self.pretext.score(output.float(), targets)
+            total += float(score_sum)
+            count += n
+        return total / max(1, count)
 
     def _run_audit(self, source: ImageSource) -> dict:
         print("Shortcut audit: can block intensity statistics alone solve the pretext?")
@@ -402,14 +451,17 @@ class SLeMPretrainer:
         self.log["epoch"].append(epoch)
         for key in ("loss", "train_acc", "eval_acc", "lr", "epoch_time_s", "samples_per_s"):
             self.log[key].append(float(stats[key]))
-        line = (f"epoch {epoch + 1}/{self.settings.epochs}  loss {stats['loss']:.4f}  train acc "
-                f"{stats['train_acc']:.3f}  eval acc {stats['eval_acc']:.3f} (chance "
-                f"{1 / self.pretext.num_classes:.3f})  lr {stats['lr']:.2e}  {stats['epoch_time_s']:.1f} s  "
-                f"{stats['samples_per_s']:.1f} samples/s")
+        chance = self.pretext.chance
+        metric = "acc" if self.pretext.metric_name == "accuracy" else self.pretext.metric_name
+        line = (f"epoch {epoch + 1}/{self.settings.epochs}  loss {stats['loss']:.4f}  train {metric} "
+                f"{stats['train_acc']:.3f}  eval {metric} {stats['eval_acc']:.3f}"
+                + (f" (chance {chance:.3f})" if chance is not None else "")
+                + f"  lr {stats['lr']:.2e}  {stats['epoch_time_s']:.1f} s  {stats['samples_per_s']:.1f} samples/s")
         print(line)
         self._append_log_line(line)
-        plot_progress(self.log, 1 / self.pretext.num_classes, self.output_folder / "progress.png",
-                      audit_accuracy=self.audit_result["accuracy"] if self.audit_result else None)
+        plot_progress(self.log, chance, self.output_folder / "progress.png",
+                      audit_accuracy=self.audit_result["accuracy"] if self.audit_result else None,
+                      metric=self.pretext.metric_name, title=f"{self.output_folder.name.split('__')[0]}")
 
     def _append_log_line(self, line: str) -> None:
         with open(self.output_folder / LOG_NAME, "a", encoding="utf-8") as f:
@@ -469,9 +521,9 @@ class SLeMPretrainer:
                 "(--resume continues from the other checkpoint if one is left, else the run starts over)."
             ) from e
         saved = ckpt["metadata"]["pretext"]
-        if saved != self.pretext.state_dict():
+        if saved != self.pretext.state_dict() or ckpt["metadata"].get("pretext_name", "slem") != self.pretext.name:
             raise UserFacingError(
-                f"{path} was written with a different pretext configuration (grid, assignment set or seed) than "
+                f"{path} was written with a different pretext or pretext configuration (e.g. grid, set or seed) than "
                 "this command asks for. Resume with the original pretext options, or start a new run in "
                 "another results folder."
             )

@@ -1,9 +1,14 @@
 """Trainers nnU-Net finds through ``nnUNet_extTrainer`` (see ``nnunet-slem trainer-dir``)."""
 
+from nnunet_slem.trainers.jigen import JiGenTrainer
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 from nnunet_slem.trainers.variants import (
     SLeMTrainer_decoderWarmup,
     SLeMTrainer_demo,
+    SLeMTrainer_fromSupervoxel,
+    SLeMTrainer_fromTaleb,
+    SLeMTrainer_noCFB,
+    SLeMTrainer_noCFB_noPretrain,
     SLeMTrainer_noPretrain,
     SLeMTrainer_noPretrain_demo,
     SLeMTrainer_noPretrain_smoke,
@@ -11,9 +16,14 @@ from nnunet_slem.trainers.variants import (
 )
 
 __all__ = [
+    "JiGenTrainer",
     "SLeMTrainer",
     "SLeMTrainer_decoderWarmup",
     "SLeMTrainer_demo",
+    "SLeMTrainer_fromSupervoxel",
+    "SLeMTrainer_fromTaleb",
+    "SLeMTrainer_noCFB",
+    "SLeMTrainer_noCFB_noPretrain",
     "SLeMTrainer_noPretrain",
     "SLeMTrainer_noPretrain_demo",
     "SLeMTrainer_noPretrain_smoke",

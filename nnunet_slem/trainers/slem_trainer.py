@@ -13,6 +13,14 @@ dataset, plans and configuration:
 When: once, at the start of a new training (epoch 0). Not on ``--c`` with a checkpoint (the fine-tuned
 weights win), not on ``--val`` and not at prediction (neither runs ``run_training``). If nnU-Net's own
 ``-pretrained_weights`` already replaced the weights, those are kept and the default is not loaded.
+
+Two environment variables every nnunet-slem trainer honours, for experiments such as ``nnunet-slem compare``
+(both are written to the training log):
+
+- ``SLEM_LABELED`` (+ ``SLEM_LABELED_SEED``, ``SLEM_PATIENT_REGEX``): fine-tune on a subset of the fold's
+  training cases (:mod:`nnunet_slem.trainers.labeled_subset`);
+- ``SLEM_EPOCHS``, ``SLEM_ITERS_PER_EPOCH``, ``SLEM_VAL_ITERS``: override the schedule (nnU-Net's 1000 x 250
+  x 50 by default), so all methods of a comparison share one.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ from nnunet_slem.pretrain.checkpoint import (
     load_checkpoint,
     pretrain_output_folder,
 )
+from nnunet_slem.trainers.labeled_subset import LABELED_ENV, subset_from_env
+
+SCHEDULE_ENV = {"SLEM_EPOCHS": "num_epochs", "SLEM_ITERS_PER_EPOCH": "num_iterations_per_epoch",
+                "SLEM_VAL_ITERS": "num_val_iterations_per_epoch"}
 
 
 class SLeMTrainer(nnUNetTrainer):
@@ -49,11 +61,50 @@ class SLeMTrainer(nnUNetTrainer):
     use_slem_pretraining: bool = True
     #: Epochs during which encoder and CFB stay frozen so the random decoder adapts first (0 = off).
     decoder_warmup_epochs: int = 0
+    #: Which pretraining the default checkpoint comes from (``nnunet-slem pretrain --pretext``).
+    pretext_name: str = "slem"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._weights_at_init: torch.Tensor | None = None
+        self._schedule_overrides = self._schedule_from_env()
+
+    def _schedule_from_env(self) -> dict[str, int]:
+        overrides = {}
+        for variable, attribute in SCHEDULE_ENV.items():
+            text = os.environ.get(variable, "").strip()
+            if not text:
+                continue
+            if not text.isdigit() or int(text) < 1:
+                raise UserFacingError(f"{variable}={text!r} must be a positive integer (or unset).")
+            setattr(self, attribute, int(text))
+            overrides[variable] = int(text)
+        return overrides
+
+    @property
+    def cfb_config(self) -> CFBConfig:
+        return cfb_config_from_plans(self.configuration_manager, self.cfb_defaults)
+
+    # ----------------------------------------------------------------------------------------- data split
+    def do_split(self) -> tuple[list[str], list[str]]:
+        """nnU-Net's split, then the labelled subset ``SLEM_LABELED`` asks for (validation cases unchanged)."""
+        tr_keys, val_keys = super().do_split()
+        subset = subset_from_env(tr_keys)
+        if subset is None:
+            return tr_keys, val_keys
+        self.print_to_log_file(f"{LABELED_ENV}: fine-tuning on {len(subset)} of {len(tr_keys)} training cases "
+                               f"of fold {self.fold}: {subset}")
+        Path(self.output_folder).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(self.output_folder) / "labeled_subset.json", {
+            "labeled": os.environ[LABELED_ENV], "seed": os.environ.get("SLEM_LABELED_SEED", "0"),
+            "train": subset, "val": list(val_keys), "fold_train_cases": len(tr_keys)})
+        return subset, val_keys
+
+    def on_train_start(self) -> None:
+        if self._schedule_overrides:
+            self.print_to_log_file(f"Schedule from the environment: {self._schedule_overrides}")
+        self._load_pretrained_on_start()
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager,
@@ -83,8 +134,8 @@ class SLeMTrainer(nnUNetTrainer):
                 "nnUNet_results is not set, so SLeMTrainer cannot find the SLeM pretraining checkpoint. "
                 f"Set nnUNet_results, or point {WEIGHTS_ENV} at the checkpoint."
             )
-        folder = pretrain_output_folder(results, self.plans_manager.dataset_name,
-                                        self.plans_manager.plans_name, self.configuration_name)
+        folder = pretrain_output_folder(results, self.plans_manager.dataset_name, self.plans_manager.plans_name,
+                                        self.configuration_name, self.pretext_name, self.cfb_config.enabled)
         return folder / "checkpoint_final.pth"
 
     def initialize(self) -> None:
@@ -102,15 +153,17 @@ class SLeMTrainer(nnUNetTrainer):
     def _check_pretrained_file(self) -> Path:
         path = self.pretrained_weights_path()
         if not path.is_file():
+            options = (f" --pretext {self.pretext_name}" if self.pretext_name != "slem" else "") + (
+                "" if self.cfb_config.enabled else " --no-cfb")
             raise UserFacingError(
-                f"SLeMTrainer looked for SLeM-pretrained weights at {path} and found no file. Produce it with "
+                f"{type(self).__name__} looked for pretrained weights at {path} and found no file. Produce it with "
                 f"`nnunet-slem pretrain -d {self.plans_manager.dataset_name} -c {self.configuration_name} "
-                f"-p {self.plans_manager.plans_name}`, point {WEIGHTS_ENV} at an existing checkpoint, or train "
-                "without pretraining with -tr SLeMTrainer_noPretrain."
+                f"-p {self.plans_manager.plans_name}{options}`, point {WEIGHTS_ENV} at an existing checkpoint, or "
+                "train without pretraining with -tr SLeMTrainer_noPretrain."
             )
         return path
 
-    def on_train_start(self) -> None:
+    def _load_pretrained_on_start(self) -> None:
         load = self.use_slem_pretraining and self.current_epoch == 0
         if load and self._weights_replaced_since_init():
             self.print_to_log_file("Weights were set by -pretrained_weights; not loading the SLeM default.")
@@ -127,6 +180,14 @@ class SLeMTrainer(nnUNetTrainer):
         for msg in check_metadata(meta, data_metadata(self.plans_manager, self.configuration_manager,
                                                       self.dataset_json), str(path)):
             self.print_to_log_file("WARNING:", msg)
+        saved_cfb = (meta.get("cfb_config") or {}).get("enabled", True)
+        if saved_cfb != self.cfb_config.enabled:
+            raise UserFacingError(
+                f"{path} was pretrained {'with' if saved_cfb else 'without'} the CFB but {type(self).__name__} "
+                f"builds a network {'with' if self.cfb_config.enabled else 'without'} it. Fine-tune it with "
+                f"-tr {'SLeMTrainer' if saved_cfb else 'SLeMTrainer_noCFB'}, or pretrain "
+                f"{'without --no-cfb' if self.cfb_config.enabled else 'with --no-cfb'}."
+            )
         network = self.plain_network
         state = network.state_dict()
         check_architecture(ckpt["network_weights"], state, str(path))

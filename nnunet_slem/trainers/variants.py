@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from nnunet_slem.network.cfb import CFBConfig
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 
 
@@ -13,6 +14,31 @@ class SLeMTrainer_noPretrain(SLeMTrainer):
     """Same CFB network, random initialisation: the "CFB without SLeM" ablation."""
 
     use_slem_pretraining = False
+
+
+class SLeMTrainer_noCFB(SLeMTrainer):
+    """nnU-Net's plain network, from ``nnunet-slem pretrain --no-cfb``: the "SLeM without CFB" ablation."""
+
+    cfb_defaults = CFBConfig(enabled=False)
+
+
+class SLeMTrainer_noCFB_noPretrain(SLeMTrainer_noCFB):
+    """nnU-Net's plain network from random weights: training from scratch, with nnunet-slem's subset and
+    schedule options (otherwise the same as ``nnUNetTrainer``)."""
+
+    use_slem_pretraining = False
+
+
+class SLeMTrainer_fromTaleb(SLeMTrainer):
+    """The CFB network initialised from ``nnunet-slem pretrain --pretext taleb`` (multimodal puzzle baseline)."""
+
+    pretext_name = "taleb"
+
+
+class SLeMTrainer_fromSupervoxel(SLeMTrainer):
+    """The CFB network initialised from ``nnunet-slem pretrain --pretext supervoxel`` (supervoxel baseline)."""
+
+    pretext_name = "supervoxel"
 
 
 class SLeMTrainer_decoderWarmup(SLeMTrainer):

@@ -1,0 +1,46 @@
+"""``nnunet-slem compare``: SLeM vs. JiGen, Taleb's puzzle, supervoxels and training from scratch, at few labels."""
+
+from __future__ import annotations
+
+import argparse
+
+from nnunet_slem.compare import METHODS, CompareSettings, parse_methods
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "For each method: pretrain (finished checkpoints are reused), fine-tune with nnUNetv2_train on the "
+        "fold's training cases (optionally only --labeled of them, the same per seed for every method), validate "
+        "on the fold's validation cases, and write results.csv, results.md and results.png. Rerunning continues "
+        "an interrupted comparison. Methods: " + "; ".join(f"{m.name}: {m.description}" for m in METHODS.values())
+    )
+    parser.add_argument("-d", dest="dataset", required=True, help="dataset id or name")
+    parser.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 3d_fullres")
+    parser.add_argument("-f", dest="fold", type=int, required=True, help="fold of splits_final.json")
+    parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier [nnUNetPlans]")
+    parser.add_argument("-device", dest="device", default="cuda", choices=["cuda", "cpu", "mps"])
+    parser.add_argument("--methods", type=parse_methods, default=list(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} [all]")
+    parser.add_argument("--labeled", default=None,
+                        help="labelled training cases per run: a count (4) or a fraction (0.25) of the fold's "
+                        "training patients [all]")
+    parser.add_argument("--seeds", type=int, default=1, help="repetitions with different labelled subsets [1]")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny pretraining and fine-tuning schedules for a CPU check of the whole pipeline "
+                        "(pretraining goes to the comparison's own folder, never reused for real runs)")
+    parser.add_argument("--out", default=None,
+                        help="output folder [$nnUNet_results/DATASET/SLeMCompare__PLANS__CONFIG/fold_F__labeled_N]")
+    schedule = parser.add_argument_group("schedules (default: nnunet-slem pretrain's and nnU-Net's)")
+    schedule.add_argument("--pretrain-epochs", type=int, default=None)
+    schedule.add_argument("--pretrain-iters", type=int, default=None)
+    schedule.add_argument("--pretrain-batch", type=int, default=None)
+    schedule.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs, same for every method")
+    schedule.add_argument("--iters-per-epoch", type=int, default=None)
+    schedule.add_argument("--val-iters", type=int, default=None)
+
+
+def run(args: argparse.Namespace) -> None:
+    from nnunet_slem.compare import Comparison
+
+    fields = CompareSettings.__dataclass_fields__
+    Comparison(CompareSettings(**{k: v for k, v in vars(args).items() if k in fields})).run()

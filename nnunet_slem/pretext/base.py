@@ -1,0 +1,81 @@
+"""What every pretext offers the pretraining loop, so SLeM and its baselines share one data pipeline,
+checkpoint format and fine-tuning path.
+
+A pretext turns a batch of image patches ``(N, M, *spatial)`` into network inputs and targets, says how to
+score the network's output, and serialises itself into the checkpoint. Two kinds exist:
+
+* ``"classification"`` (SLeM, Taleb's puzzle): the pretraining model is encoder + CFB + a grid-pooled
+  linear head (:class:`~nnunet_slem.pretrain.model.PretextClassifier`), the output is ``(N, num_classes)``
+  logits and the score is accuracy;
+* ``"dense"`` (supervoxels): the pretraining model is the whole U-Net with ``num_classes`` output channels
+  used as a per-voxel embedding (:class:`~nnunet_slem.pretrain.model.PretextSegmenter`); the pretext's own
+  ``loss`` and ``score`` interpret it. The decoder is pretrained too, except its final 1x1 segmentation
+  layers, which fine-tuning replaces.
+
+Randomness: a call takes a ``torch.Generator`` (on the CPU) for every random draw, so the pretraining loop can
+give each sample its own seeded generator (see :mod:`nnunet_slem.pretrain.data`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class Pretext(Protocol):
+    #: the ``--pretext`` name and the pretraining folder's prefix (``<Prefix>Pretrain__<plans>__<config>``)
+    name: ClassVar[str]
+    #: ``"classification"`` or ``"dense"`` (module docstring)
+    kind: ClassVar[str]
+    #: name of the score in logs and plots
+    metric_name: ClassVar[str]
+    #: extra input channels the pretext needs after the images (e.g. 1: the supervoxel map); 0 for most
+    extra_channels: ClassVar[int]
+
+    @property
+    def num_classes(self) -> int:
+        """Classes (classification) or output channels (dense)."""
+
+    @property
+    def chance(self) -> float | None:
+        """The score of guessing, drawn as a reference line; ``None`` when there is no meaningful one."""
+
+    def check_patch(self, patch_size: tuple[int, ...]) -> None:
+        """Raise :class:`~nnunet_slem.pretext.assignments.PretextConfigError` if the patch cannot hold the task."""
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``(inputs, targets)`` from ``(N, M + extra_channels, *spatial)`` patches, on the patches' device."""
+
+    def loss(self, output: Tensor, targets: Tensor) -> Tensor:
+        """Scalar loss of the model's output."""
+
+    def score(self, output: Tensor, targets: Tensor) -> tuple[Tensor, int]:
+        """``(sum, count)`` so that the score over many batches is ``sum / count``."""
+
+    def state_dict(self) -> dict:
+        """Plain lists/numbers/strings: stored in the checkpoint and compared on ``--resume``."""
+
+
+class ClassificationPretext:
+    """Loss, score and chance level shared by the classification pretexts."""
+
+    kind: ClassVar[str] = "classification"
+    metric_name: ClassVar[str] = "accuracy"
+    extra_channels: ClassVar[int] = 0
+
+    @property
+    def num_classes(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.num_classes
+
+    def loss(self, output: Tensor, targets: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(output, targets)
+
+    def score(self, output: Tensor, targets: Tensor) -> tuple[Tensor, int]:
+        return (output.detach().argmax(1) == targets).sum(), int(targets.numel())

@@ -1,0 +1,503 @@
+"""Supervoxel pretext: segment a random supervoxel in an augmented copy of the patch, few-shot style.
+
+Self-supervision from pseudo-labels that need no annotation: Ouyang et al., "Self-supervision with superpixels:
+training few-shot medical image segmentation without annotation" (ECCV 2020), extended to 3D supervoxels by
+Hansen et al., "Anomaly detection-inspired few-shot medical image segmentation through self-supervision with
+supervoxels" (MedIA 2022). A pretraining sample is a *(support, query)* pair:
+
+* **support**: the patch, with the mask of one supervoxel picked uniformly among those that cover at least
+  ``min_fraction`` of the patch (tiny slivers at the patch border would make a degenerate prototype);
+* **query**: an augmented copy of the same patch (random flips of each spatial axis, a random per-channel gamma
+  on min-max scaled values plus contrast and brightness, exactly SLeM's intensity augmentation), with the mask
+  flipped identically.
+
+The whole U-Net maps each image to a ``embedding_dim``-channel per-voxel embedding (pretext kind ``"dense"``).
+:meth:`SupervoxelPretext.loss` is Ouyang's prototype segmentation: masked average pooling of the support's
+embedding over the supervoxel (foreground prototype) and over the rest of the patch (background prototype),
+query logits ``temperature * cos(embedding, prototype)`` and cross-entropy against the query mask. To segment a
+supervoxel it has only seen once, the network has to embed voxels so that those with the same local appearance
+and context cluster together, across flips and intensity changes: a representation the decoder and encoder
+both learn, which is why the dense pretext pretrains the whole U-Net.
+
+Deviations from Ouyang et al., on purpose or for simplicity:
+
+* no adaptive local prototype pooling (one global background prototype instead of local ones): supervoxels
+  are compact here, a single background prototype is what the original few-shot baseline (PANet) used;
+* no prototype-alignment regularisation (the reverse query -> support segmentation): it doubles the loss
+  computation for a small gain in their ablation;
+* support and query come from the same patch (as in Ouyang), only geometry and intensity differ;
+* 3D patches (2D works too) and the full U-Net's output as the embedding, not an encoder feature map.
+
+**Supervoxels** (:func:`compute_supervoxels`) are computed once per case, before pretraining, and cached
+(:class:`SupervoxelCache`); the pretraining loader appends the id map as an extra channel (``extra_channels =
+1``), so patches, mirroring and padding treat it like an image channel (padding gives id 0 = no supervoxel).
+Ouyang used Felzenszwalb's 2D superpixels per slice of one modality. We use 3D SLIC (scikit-image) on all
+modalities jointly (``channel_axis=0``): the colour distance of SLIC is the Euclidean distance over the
+channels, so a supervoxel boundary follows an edge visible in *any* modality (a lesion only seen in FLAIR, a
+ventricle only seen in T1), which is the multi-modal information this plugin is about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from nnunet_slem.atomic import write_atomic, write_json_atomic
+from nnunet_slem.errors import UserFacingError
+from nnunet_slem.pretext.assignments import PretextConfigError
+from nnunet_slem.pretext.slem import BRIGHTNESS_RANGE, CONTRAST_RANGE, GAMMA_RANGE, _intensity_transform
+
+__all__ = [
+    "SupervoxelCache",
+    "SupervoxelConfig",
+    "SupervoxelDraw",
+    "SupervoxelPretext",
+    "body_mask",
+    "cache_folder_name",
+    "compute_supervoxels",
+]
+
+STATE_FORMAT_VERSION = 1
+#: bumped whenever :func:`compute_supervoxels` changes its output for the same settings (invalidates caches)
+SUPERVOXEL_ALGORITHM_VERSION = 1
+MIN_PATCH_EDGE = 8
+#: the body mask is used only if it excludes and keeps at least this fraction of the voxels
+MASK_MIN_FRACTION = 0.05
+#: per-channel robust intensity range (percentiles) mapped to [0, 1] before SLIC
+ROBUST_PERCENTILES = (1.0, 99.0)
+#: Gaussian pre-smoothing of SLIC (voxels): keeps noise from shattering supervoxels into fragments that the
+#: connectivity step then merges into a few giant ones (seen on noisy synthetic volumes without it)
+SLIC_SIGMA = 0.5
+_EPS = 1e-6
+
+
+@dataclass
+class SupervoxelConfig:
+    """Everything that defines the supervoxel task; stored in pretraining checkpoints via :meth:`to_dict`.
+
+    Attributes:
+        n_segments: approximate number of supervoxels per case (SLIC's ``n_segments``; inside the body mask).
+        compactness: SLIC's balance of intensity against spatial distance. Each channel is first mapped from
+            its 1st..99th percentile (inside the body) to [0, 1], so this is in units of a channel's robust
+            range: moving one supervoxel spacing costs as much as an intensity difference of ``compactness``.
+            0.1 fits z-scored MRI, where neighbouring tissues differ by roughly 10-30 % of the robust range
+            and noise by a few percent: boundaries between tissues dominate, while noise within a tissue does
+            not tear supervoxels apart (1 and above gives near-cubic blocks, 0.01 noise-driven fragments).
+        embedding_dim: output channels of the U-Net used as the per-voxel embedding.
+        min_fraction: a chosen supervoxel must cover at least this fraction of the patch.
+        temperature: scale of the cosine similarities that form the logits (Ouyang et al. use 20).
+        seed: recorded with the task; the random draws come from the generator the loop passes.
+        flip: random flip of each spatial axis for the query.
+        intensity_aug: random per-channel gamma, contrast and brightness for the query.
+    """
+
+    n_segments: int = 200
+    compactness: float = 0.1
+    embedding_dim: int = 32
+    min_fraction: float = 0.01
+    temperature: float = 20.0
+    seed: int = 0
+    flip: bool = True
+    intensity_aug: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.n_segments) != self.n_segments or self.n_segments < 1:
+            raise PretextConfigError(f"n_segments must be a positive integer, got {self.n_segments!r}.")
+        self.n_segments = int(self.n_segments)
+        if not self.compactness > 0:
+            raise PretextConfigError(
+                f"compactness must be > 0, got {self.compactness!r}; try values on a log scale around 0.1."
+            )
+        if int(self.embedding_dim) != self.embedding_dim or self.embedding_dim < 2:
+            raise PretextConfigError(f"embedding_dim must be an integer >= 2, got {self.embedding_dim!r}.")
+        self.embedding_dim = int(self.embedding_dim)
+        if not 0.0 <= self.min_fraction < 1.0:
+            raise PretextConfigError(
+                f"min_fraction must be in [0, 1) of the patch, got {self.min_fraction!r} (default 0.01)."
+            )
+        if not self.temperature > 0:
+            raise PretextConfigError(f"temperature must be > 0, got {self.temperature!r} (Ouyang et al.: 20).")
+
+    def supervoxel_params(self) -> dict:
+        """The settings the cached supervoxels depend on (recorded in the cache folder's ``config.json``)."""
+        return {
+            "n_segments": self.n_segments,
+            "compactness": float(self.compactness),
+            "algorithm_version": SUPERVOXEL_ALGORITHM_VERSION,
+        }
+
+    def to_dict(self) -> dict:
+        """Plain ints/floats/bools: JSON- and ``torch.load(weights_only=True)``-safe."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SupervoxelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PretextConfigError(
+                f"unknown supervoxel pretext setting(s) {unknown}; known settings are {sorted(known)}."
+            )
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------- supervoxels
+
+
+def _as_numpy(image) -> np.ndarray:
+    """A float32 numpy copy of a numpy, memory-mapped or blosc2 array (``[:]`` reads all of any of them)."""
+    return np.asarray(image[:], dtype=np.float32)
+
+
+def body_mask(image: np.ndarray) -> np.ndarray | None:
+    """Voxels where any channel differs from that channel's most common value, or ``None`` (no mask).
+
+    nnU-Net zeroes or constant-fills the background of skull-stripped data (BraTS-like), and SLIC would spend
+    supervoxels on it; elsewhere (CT, MRI with real background signal) the most common value is an accident of
+    noise. So the mask is used only if it is substantial both ways: it excludes and keeps at least 5 % each.
+    """
+    image = np.asarray(image)
+    mask = np.zeros(image.shape[1:], dtype=bool)
+    for channel in image:
+        values, counts = np.unique(channel, return_counts=True)
+        mask |= channel != values[np.argmax(counts)]
+    kept = mask.mean() if mask.size else 0.0
+    if kept < MASK_MIN_FRACTION or kept > 1.0 - MASK_MIN_FRACTION:
+        return None
+    return mask
+
+
+def _robust_scale(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Each channel's 1st..99th percentile (inside ``mask``) mapped to [0, 1] and clipped.
+
+    SLIC itself rescales the whole image by its global min and max, which makes ``compactness`` depend on the
+    brightest outlier of the brightest modality (z-scored MRI has voxels at 10+ standard deviations) and lets
+    the modality with the widest range dominate. Scaling each channel to its robust range gives every modality
+    the same say and ``compactness`` a fixed meaning (see :class:`SupervoxelConfig`).
+    """
+    out = np.empty_like(image, dtype=np.float32)
+    for c, channel in enumerate(image):
+        values = channel[mask] if mask is not None else channel
+        lo, hi = np.percentile(values, ROBUST_PERCENTILES)
+        span = hi - lo if hi > lo else 1.0
+        out[c] = np.clip((channel - lo) / span, 0.0, 1.0)
+    return out
+
+
+def compute_supervoxels(image: np.ndarray, config: SupervoxelConfig) -> np.ndarray:
+    """Multi-modal SLIC supervoxels of one case: int32 ids of shape ``image.shape[1:]``, 1.. inside, 0 outside.
+
+    ``image`` is ``(C, X, Y, Z)`` (3D) or ``(C, X, Y)`` (2D), float. All channels are segmented jointly
+    (``channel_axis=0``) after per-channel robust scaling (:func:`_robust_scale`) and a light Gaussian
+    smoothing (``SLIC_SIGMA`` voxels, isotropic: the preprocessed spacing is not known here); voxels outside the
+    :func:`body_mask` (if it applies) get 0. Deterministic: SLIC's seeds are a grid, or for masked SLIC a
+    k-means on a fixed-seed subsample of the mask, so the same image always gives the same ids.
+    """
+    from skimage.segmentation import slic  # imported here: only the supervoxel pretext needs scikit-image
+
+    image = _as_numpy(image)
+    if image.ndim not in (3, 4):
+        raise ValueError(
+            f"expected a (C, X, Y) or (C, X, Y, Z) image, got shape {image.shape}; add a channel axis first."
+        )
+    if not np.isfinite(image).all():
+        raise ValueError("the image contains NaN or Inf values; SLIC cannot segment it.")
+    mask = body_mask(image)
+    scaled = _robust_scale(image, mask)
+    labels = slic(
+        scaled,
+        n_segments=config.n_segments,
+        compactness=config.compactness,
+        channel_axis=0,
+        convert2lab=False,  # else skimage treats exactly three modalities as RGB and converts them to Lab
+        start_label=1,
+        mask=mask,
+        enforce_connectivity=True,
+        sigma=SLIC_SIGMA,
+    )
+    return labels.astype(np.int32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------------- cache
+
+
+def cache_folder_name(data_identifier: str) -> str:
+    """Folder name of a configuration's supervoxel cache (the caller puts it next to the preprocessed data)."""
+    return f"slem_supervoxels__{data_identifier}"
+
+
+class _Source(Protocol):
+    """What the cache needs of :class:`~nnunet_slem.pretrain.data.ImageSource`."""
+
+    def __len__(self) -> int: ...
+
+    def image(self, index: int): ...
+
+    def case_name(self, index: int) -> str: ...
+
+
+class SupervoxelCache:
+    """Supervoxel id maps of every case, computed once and stored as ``<folder>/<case_name>.npy`` (int32).
+
+    The folder's ``config.json`` records the settings the maps depend on; a folder made with other settings is
+    an error rather than silently reused. Every file is written atomically, so a killed run leaves no half
+    file, and several processes (data-parallel ranks) may fill the cache at once: they write identical files.
+    """
+
+    CONFIG_FILE: ClassVar[str] = "config.json"
+
+    def __init__(self, folder: str | os.PathLike, config: SupervoxelConfig) -> None:
+        self.folder = Path(folder)
+        self.config = config
+        self._check_config_file()
+
+    def _check_config_file(self) -> None:
+        path = self.folder / self.CONFIG_FILE
+        if not path.is_file():
+            return
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise PretextConfigError(
+                f"the supervoxel cache {self.folder} has an unreadable {self.CONFIG_FILE} ({e}); delete the "
+                "folder, the next run computes the supervoxels again."
+            ) from e
+        wanted = self.config.supervoxel_params()
+        if stored != wanted:
+            raise PretextConfigError(
+                f"the supervoxel cache {self.folder} was computed with {stored}, but this run asks for {wanted}. "
+                "Delete that folder to compute supervoxels with the new settings, or use the same settings."
+            )
+
+    def path(self, source: _Source, index: int) -> Path:
+        return self.folder / f"{source.case_name(index)}.npy"
+
+    def _valid(self, path: Path, spatial_shape: tuple[int, ...]) -> bool:
+        """A cached map is reused only if its header reads and matches the image (shape and int32)."""
+        try:
+            ids = np.load(path, mmap_mode="r")
+        except Exception:  # numpy raises many types for truncated or foreign files
+            return False
+        return ids.dtype == np.int32 and tuple(ids.shape) == tuple(spatial_shape)
+
+    def ensure(self, source: _Source) -> int:
+        """Compute the missing (or unreadable) maps of ``source``'s cases; returns how many were computed."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._check_config_file()  # another process may have created the folder meanwhile
+        if not (self.folder / self.CONFIG_FILE).is_file():
+            write_json_atomic(self.folder / self.CONFIG_FILE, self.config.supervoxel_params())
+        todo = []
+        for index in range(len(source)):
+            path = self.path(source, index)
+            if not path.is_file() or not self._valid(path, tuple(source.image(index).shape[1:])):
+                todo.append(index)
+        for index in tqdm(todo, desc="computing supervoxels", disable=not todo):
+            try:
+                ids = compute_supervoxels(source.image(index), self.config)
+            except ValueError as e:
+                raise UserFacingError(f"Cannot compute supervoxels of case {_case_file(source, index)}: {e}") from e
+            write_atomic(self.path(source, index), lambda f, ids=ids: np.save(f, ids))
+        return len(todo)
+
+    def load(self, source: _Source, index: int) -> np.ndarray:
+        """The memory-mapped int32 id map of one case, or a :class:`UserFacingError` naming the file and fix."""
+        path = self.path(source, index)
+        if not path.is_file():
+            raise UserFacingError(
+                f"No supervoxels for case {source.case_name(index)} in {self.folder} (expected {path.name}). "
+                "Compute them first (SupervoxelCache.ensure; the supervoxel pretraining does this at its start)."
+            )
+        try:
+            ids = np.load(path, mmap_mode="r")
+        except Exception as e:  # numpy raises many types for truncated or foreign files
+            raise UserFacingError(
+                f"Cannot read supervoxel file {path} ({type(e).__name__}: {e}); it is truncated or corrupt. "
+                "Delete it; the next supervoxel pretraining computes it again."
+            ) from e
+        if ids.dtype != np.int32 or ids.ndim not in (2, 3):
+            raise UserFacingError(
+                f"Supervoxel file {path} holds a {ids.dtype} array of shape {ids.shape}, not a 2D/3D int32 id "
+                "map. Delete it; the next supervoxel pretraining computes it again."
+            )
+        return ids
+
+
+def _case_file(source: _Source, index: int) -> str:
+    case_file = getattr(source, "case_file", None)
+    return case_file(index) if callable(case_file) else source.case_name(index)
+
+
+# ------------------------------------------------------------------------------------------------- pretext
+
+
+@dataclass
+class SupervoxelDraw:
+    """What one sample drew: the chosen supervoxel (``None``: none qualified) and the query's flipped axes
+    (spatial axis numbers, 0-based)."""
+
+    supervoxel: int | None
+    flips: tuple[int, ...]
+
+
+class SupervoxelPretext:
+    """Builds (support, query) pairs from patches with a supervoxel channel and scores prototype segmentation."""
+
+    name: ClassVar[str] = "supervoxel"
+    kind: ClassVar[str] = "dense"
+    metric_name: ClassVar[str] = "query Dice"
+    extra_channels: ClassVar[int] = 1
+
+    def __init__(self, config: SupervoxelConfig) -> None:
+        self.config = config
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.embedding_dim
+
+    @property
+    def chance(self) -> float | None:
+        return None
+
+    def check_patch(self, patch_size: Sequence[int]) -> None:
+        """Raise :class:`PretextConfigError` if the patch is too small for supervoxels to mean anything."""
+        patch_size = tuple(int(p) for p in patch_size)
+        if len(patch_size) not in (2, 3) or min(patch_size) < MIN_PATCH_EDGE:
+            raise PretextConfigError(
+                f"the supervoxel pretext needs a 2D or 3D patch of at least {MIN_PATCH_EDGE} voxels per axis, got "
+                f"{patch_size}. Use a configuration with a larger patch size (e.g. 3d_fullres or 2d)."
+            )
+
+    # --------------------------------------------------------------------------------------------- sampling
+    def _check_images(self, images: Tensor) -> None:
+        if images.ndim not in (4, 5) or images.shape[1] < 2:
+            raise ValueError(
+                "expected patches of shape (N, M + 1, *spatial) with M >= 1 modalities, the supervoxel ids last, "
+                f"and 2 or 3 spatial axes; got {tuple(images.shape)}."
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"images must be a floating point tensor, got {images.dtype}.")
+
+    def _aug_params(self, u: Tensor) -> Tensor:
+        """``(M, 3)`` gamma, contrast, brightness from ``(M, 3)`` uniforms (SLeM's ranges)."""
+        lg0, lg1 = math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1])
+        gamma = torch.exp(lg0 + u[:, 0] * (lg1 - lg0))
+        contrast = CONTRAST_RANGE[0] + u[:, 1] * (CONTRAST_RANGE[1] - CONTRAST_RANGE[0])
+        brightness = BRIGHTNESS_RANGE[0] + u[:, 2] * (BRIGHTNESS_RANGE[1] - BRIGHTNESS_RANGE[0])
+        return torch.stack([gamma, contrast, brightness], dim=-1)
+
+    def sample(
+        self, images: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, list[SupervoxelDraw]]:
+        """Like ``__call__`` but also returns each sample's draws (chosen supervoxel, flipped axes).
+
+        Every sample consumes the same number of random numbers, whether or not a supervoxel qualifies and
+        whatever the flags, so the draws of one setting do not shift those of another.
+        """
+        self._check_images(images)
+        n, m, spatial = images.shape[0], images.shape[1] - 1, tuple(images.shape[2:])
+        dims = len(spatial)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand((n, 1 + dims + 3 * m), generator=generator, device=gen_device, dtype=torch.float64).cpu()
+        ids = images[:, -1].round().to(torch.int64)
+        min_count = max(1, math.ceil(self.config.min_fraction * math.prod(spatial)))
+        inputs = torch.empty((2 * n, m, *spatial), dtype=images.dtype, device=images.device)
+        masks = torch.empty((2 * n, *spatial), dtype=torch.float32, device=images.device)
+        draws = []
+        for i in range(n):
+            values, counts = torch.unique(ids[i], sorted=True, return_counts=True)
+            candidates = values[(values > 0) & (counts >= min_count)].cpu()
+            chosen = None
+            if len(candidates):
+                chosen = int(candidates[min(int(u[i, 0] * len(candidates)), len(candidates) - 1)])
+            flips = tuple(a for a in range(dims) if self.config.flip and u[i, 1 + a] < 0.5)
+            support = images[i, :m]
+            mask = (ids[i] == chosen).float() if chosen is not None else torch.full_like(masks[0], -1.0)
+            query, query_mask = support, mask
+            if flips:
+                query = torch.flip(query, dims=[a + 1 for a in flips])
+                query_mask = torch.flip(mask, dims=list(flips))
+            if self.config.intensity_aug:
+                params = self._aug_params(u[i, 1 + dims :].reshape(m, 3))
+                compute = torch.promote_types(query.dtype, torch.float32)
+                flat = _intensity_transform(query.reshape(m, -1).to(compute), params.to(query.device, compute))
+                query = flat.reshape(query.shape).to(images.dtype)
+            inputs[2 * i], inputs[2 * i + 1] = support, query
+            masks[2 * i], masks[2 * i + 1] = mask, query_mask
+            draws.append(SupervoxelDraw(supervoxel=chosen, flips=flips))
+        return inputs, masks, draws
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``(inputs (2N, M, *S), masks (2N, *S))``, interleaved ``[support_0, query_0, support_1, ...]``.
+
+        Masks are 1 on the chosen supervoxel, 0 elsewhere, and -1 for the whole pair when no supervoxel covers
+        ``min_fraction`` of the patch (the loss and the score skip such pairs).
+        """
+        inputs, masks, _ = self.sample(images, generator)
+        return inputs, masks
+
+    # ------------------------------------------------------------------------------------- loss and score
+    def _query_logits(self, output: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logits (N, 2, *S), query masks (N, *S), valid (N,) bool)`` with logits for [background,
+        foreground] = ``temperature`` * cosine similarity of each query voxel to the support's prototypes."""
+        if output.ndim < 3 or output.shape[0] % 2 or output.shape[0] != masks.shape[0]:
+            raise ValueError(
+                f"expected (2N, E, *S) output and (2N, *S) masks of (support, query) pairs, got "
+                f"{tuple(output.shape)} and {tuple(masks.shape)}."
+            )
+        output = output.float()
+        support, query = output[0::2].flatten(2), output[1::2]  # (N, E, V), (N, E, *S)
+        support_mask, query_mask = masks[0::2].flatten(1).float(), masks[1::2]
+        valid = support_mask.amin(dim=1) >= 0
+        fg = support_mask.clamp(0, 1)  # invalid pairs (-1) become all background: finite, then ignored
+        bg = 1.0 - fg
+        fg_proto = torch.einsum("nev,nv->ne", support, fg) / fg.sum(1, keepdim=True).clamp_min(_EPS)
+        bg_proto = torch.einsum("nev,nv->ne", support, bg) / bg.sum(1, keepdim=True).clamp_min(_EPS)
+        prototypes = nn.functional.normalize(torch.stack([bg_proto, fg_proto], dim=1), dim=2, eps=_EPS)
+        query = nn.functional.normalize(query, dim=1, eps=_EPS)
+        logits = self.config.temperature * torch.einsum("nce,ne...->nc...", prototypes, query)
+        return logits, query_mask, valid
+
+    def loss(self, output: Tensor, masks: Tensor) -> Tensor:
+        """Mean cross-entropy of the query segmentation over valid pairs (0 with a gradient path if none)."""
+        logits, query_mask, valid = self._query_logits(output, masks)
+        target = query_mask.clamp_min(0).round().long()
+        per_pair = nn.functional.cross_entropy(logits, target, reduction="none").flatten(1).mean(1)
+        per_pair = torch.where(valid, per_pair, torch.zeros_like(per_pair))
+        return per_pair.sum() / valid.sum().clamp_min(1) + 0.0 * output.sum()
+
+    def score(self, output: Tensor, masks: Tensor) -> tuple[Tensor, int]:
+        """``(sum of the queries' foreground Dice over valid pairs, number of valid pairs)``."""
+        with torch.no_grad():
+            logits, query_mask, valid = self._query_logits(output.detach(), masks)
+            pred = (logits[:, 1] > logits[:, 0]).flatten(1).float()
+            truth = query_mask.flatten(1).clamp_min(0)
+            dice = 2 * (pred * truth).sum(1) / (pred.sum(1) + truth.sum(1)).clamp_min(_EPS)
+            return torch.where(valid, dice, torch.zeros_like(dice)).sum(), int(valid.sum())
+
+    # ---------------------------------------------------------------------------------------- persistence
+    def state_dict(self) -> dict:
+        """JSON- and ``weights_only``-safe: the format version and the config dict."""
+        return {"format_version": STATE_FORMAT_VERSION, "config": self.config.to_dict()}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> SupervoxelPretext:
+        """Inverse of :meth:`state_dict`."""
+        version = d.get("format_version")
+        if version != STATE_FORMAT_VERSION:
+            raise PretextConfigError(
+                f"supervoxel pretext state has format version {version!r}; this version of nnunet-slem reads "
+                f"version {STATE_FORMAT_VERSION}. Use the nnunet-slem version that wrote the checkpoint."
+            )
+        return cls(SupervoxelConfig.from_dict(d["config"]))

@@ -1,0 +1,310 @@
+"""Taleb's multimodal puzzle: assemble a jigsaw from tiles of different modalities and classify its shuffle.
+
+The task (Taleb, Lippert, Klein & Nabi, "Multimodal self-supervised learning for medical image analysis",
+IPMI 2021): the patch is cut into a grid of equal tiles; every tile is taken from a modality chosen at random
+(each tile independently, uniformly over the ``M`` modalities), and the tiles are shuffled. Reassembling the
+puzzle needs the network to recognise anatomy across modalities, which is the cross-modal representation the
+paper is after. What one call does to a batch ``images`` of shape ``(N, M, *spatial)``:
+
+1. draw a label ``y`` (uniform over the ``K`` classes) and a modality per tile ``(N, T)``;
+2. take every tile from its modality and z-score it (its own mean and standard deviation);
+3. shuffle the tiles with permutation ``P[y]`` of the fixed set (output tile ``t`` = input tile ``P[y][t]``,
+   see :func:`~nnunet_slem.pretext.tiles.shuffle_tiles`);
+4. write the one-channel puzzle into all ``M`` input channels.
+
+Deviations from the paper, and why:
+
+* **Classification over a fixed permutation set instead of Sinkhorn networks.** Taleb et al. solve the puzzle
+  by regressing the permutation matrix with a Sinkhorn network; the classification over a fixed max-Hamming
+  set of permutations (Noroozi & Favaro, 2016), which their paper uses as its baseline variant, fits our
+  shared pretraining model (encoder + grid-pooled linear head, accuracy as the score, see
+  :mod:`~nnunet_slem.pretext.base`) with no pretext-specific head. The set is built by
+  :func:`~nnunet_slem.pretext.tiles.build_permutation_set` (``num_permutations`` classes, 100 by default,
+  capped at ``T!``); class 0 is the unshuffled puzzle.
+* **The puzzle is replicated into all M channels.** Taleb's network sees a one-channel puzzle; ours is the
+  encoder that fine-tuning reuses, whose first convolution takes ``M`` channels. Replicating keeps that
+  layer's shape (so its weights transfer) and gives every input channel the same pretext signal.
+* **Per-tile z-score.** Modalities have different intensity levels, so without it a tile boundary would be
+  visible as a step in level, and which tile is whose neighbour partly readable from the levels alone.
+  Z-scoring each tile after picking its modality removes level and spread (not histogram shape, which is
+  harmless here: it tells the modality, not the tile's place). It is applied to every class alike.
+* **Tile grid.** 3D uses 2x2x2 tiles by default (8 tiles, 8! = 40,320 permutations) instead of the paper's
+  3x3x3: nnU-Net's 3D patches (often ~128 voxels per axis, sometimes fewer) leave 27 tiles too small to
+  hold recognisable anatomy. 2D uses the paper's 3x3. Both are settable (``grid``).
+* **Remainder.** When the patch is not a multiple of the grid, the voxels beyond the last full tile belong to
+  no tile; they are set to 0 (the z-scored tiles' mean) for every class, so they carry no label information.
+* Taleb's optional cross-modal generation of missing modalities (CycleGAN) is not part of this pretext.
+
+With ``modality_per_tile=False`` every tile of a sample comes from one randomly chosen modality (a plain
+jigsaw on a random modality, an ablation); with ``M = 1`` the two settings coincide.
+
+Everything heavy runs on the device of ``images``; the random draws (labels, modalities) come from the
+``torch.Generator`` passed in, on the generator's device, and are moved over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nnunet_slem.pretext.assignments import PretextConfigError
+from nnunet_slem.pretext.base import ClassificationPretext
+from nnunet_slem.pretext.tiles import build_permutation_set, merge_tiles, split_tiles, tile_shape
+
+__all__ = [
+    "TalebPuzzleConfig",
+    "TalebPuzzlePretext",
+    "default_tile_grid",
+]
+
+STATE_FORMAT_VERSION = 1
+_EPS = 1e-6
+
+
+def default_tile_grid(spatial_dims: int) -> tuple[int, ...]:
+    """``(2, 2, 2)`` for 3D patches (8 tiles large enough for anatomy), ``(3, 3)`` for 2D as in the paper."""
+    if spatial_dims == 3:
+        return (2, 2, 2)
+    if spatial_dims == 2:
+        return (3, 3)
+    raise PretextConfigError(f"Taleb's puzzle supports 2D and 3D patches, got {spatial_dims} spatial dimensions.")
+
+
+@dataclass
+class TalebPuzzleConfig:
+    """Everything that defines the puzzle task; stored in pretraining checkpoints via :meth:`to_dict`.
+
+    ``grid=None`` means :func:`default_tile_grid` for the data's dimensionality, so one config serves 2D and
+    3D. ``num_permutations`` is capped at ``T!`` (e.g. 24 for a 2x2 grid).
+    """
+
+    grid: tuple[int, ...] | None = None
+    num_permutations: int = 100
+    seed: int = 0
+    min_tile: int = 4
+    modality_per_tile: bool = True
+
+    def __post_init__(self) -> None:
+        if self.grid is not None:
+            self.grid = tuple(int(g) for g in self.grid)
+            if len(self.grid) not in (2, 3) or any(g < 1 for g in self.grid):
+                raise PretextConfigError(
+                    f"the puzzle tile grid must give positive tiles per spatial axis for 2D or 3D patches, got "
+                    f"{self.grid}; e.g. (3, 3) or (2, 2, 2), or None for the default."
+                )
+            if math.prod(self.grid) < 2:
+                raise PretextConfigError(
+                    f"the puzzle tile grid {self.grid} has a single tile, nothing to shuffle; use at least two "
+                    "tiles, e.g. (2, 2, 2) or (3, 3)."
+                )
+        if self.num_permutations < 2:
+            raise PretextConfigError(
+                f"the puzzle needs at least 2 classes (permutations), got num_permutations={self.num_permutations}."
+            )
+        if self.min_tile < 1:
+            raise PretextConfigError(f"min_tile must be >= 1 voxel, got {self.min_tile}.")
+
+    def tile_grid(self, spatial_dims: int) -> tuple[int, ...]:
+        """The grid in use for ``spatial_dims``-D data (the stored one, or the default)."""
+        return default_tile_grid(spatial_dims) if self.grid is None else self.grid
+
+    def to_dict(self) -> dict:
+        """Plain lists/ints/bools (and ``None``): JSON- and ``torch.load(weights_only=True)``-safe."""
+        d = dataclasses.asdict(self)
+        d["grid"] = None if self.grid is None else list(self.grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TalebPuzzleConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PretextConfigError(f"unknown Taleb puzzle setting(s) {unknown}; known settings are {sorted(known)}.")
+        kwargs = dict(d)
+        if kwargs.get("grid") is not None:
+            kwargs["grid"] = tuple(kwargs["grid"])
+        return cls(**kwargs)
+
+
+def _zscore_tiles(tiles: Tensor) -> Tensor:
+    """Per tile of ``(N, T, *tile)``: zero mean, unit standard deviation (constant tiles become 0)."""
+    compute = torch.promote_types(tiles.dtype, torch.float32)
+    x = tiles.reshape(*tiles.shape[:2], -1).to(compute)
+    mean = x.mean(dim=-1, keepdim=True)
+    std = x.std(dim=-1, unbiased=False, keepdim=True)
+    return ((x - mean) / std.clamp_min(_EPS)).reshape(tiles.shape)
+
+
+class TalebPuzzlePretext(ClassificationPretext):
+    """Builds multimodal puzzles (module docstring) and their permutation labels on any device."""
+
+    name = "taleb"
+
+    def __init__(
+        self,
+        config: TalebPuzzleConfig,
+        num_modalities: int,
+        spatial_dims: int,
+        permutations: np.ndarray | None = None,
+    ) -> None:
+        self.config = config
+        self.num_modalities = int(num_modalities)
+        self.spatial_dims = int(spatial_dims)
+        if self.spatial_dims not in (2, 3):
+            default_tile_grid(self.spatial_dims)  # raises the clear error
+        self.grid = config.tile_grid(self.spatial_dims)
+        if len(self.grid) != self.spatial_dims:
+            raise PretextConfigError(
+                f"the puzzle tile grid {self.grid} has {len(self.grid)} entries but the data is "
+                f"{self.spatial_dims}D; use a grid with one entry per spatial axis, e.g. "
+                f"{default_tile_grid(self.spatial_dims)}, or grid=None for that default."
+            )
+        if self.num_modalities < 1:
+            raise PretextConfigError(f"the puzzle needs at least one modality/channel, got {self.num_modalities}.")
+        if permutations is None:
+            size = min(config.num_permutations, math.factorial(self.num_tiles))
+            permutations = build_permutation_set(self.num_tiles, size, config.seed)
+        self.permutations: Tensor = self._checked_permutations(permutations)
+        self._on_device: dict[torch.device, Tensor] = {}
+
+    # ----------------------------------------------------------------------------------- validation
+    def _checked_permutations(self, permutations: np.ndarray) -> Tensor:
+        p = np.asarray(permutations)
+        if p.ndim != 2 or p.shape[1] != self.num_tiles or len(p) < 2:
+            raise PretextConfigError(
+                f"permutations must have shape (K>=2, T) = (K, {self.num_tiles}) for tile grid {self.grid}, "
+                f"got {p.shape}."
+            )
+        if not (np.sort(p, axis=1) == np.arange(self.num_tiles)).all():
+            raise PretextConfigError(f"every row of permutations must be a permutation of range({self.num_tiles}).")
+        if len(np.unique(p, axis=0)) != len(p):
+            raise PretextConfigError("permutations must be distinct, else two classes are the same puzzle.")
+        return torch.as_tensor(p.astype(np.int64))
+
+    @property
+    def num_tiles(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.permutations.shape[0])
+
+    def _permutations_on(self, device: torch.device) -> Tensor:
+        if device not in self._on_device:
+            self._on_device[device] = self.permutations.to(device)
+        return self._on_device[device]
+
+    def check_patch(self, patch_size: Sequence[int]) -> None:
+        """Raise :class:`PretextConfigError` naming the patch, the grid and the fix if the tiles do not fit."""
+        patch_size = tuple(int(p) for p in patch_size)
+        if len(patch_size) != self.spatial_dims:
+            raise PretextConfigError(
+                f"the patch size {patch_size} has {len(patch_size)} axes, but this puzzle (tile grid {self.grid}) "
+                f"is {self.spatial_dims}D; use a {self.spatial_dims}D configuration or a matching tile grid."
+            )
+        tile_shape(patch_size, self.grid, self.config.min_tile)
+
+    def _check_images(self, images: Tensor) -> None:
+        if images.ndim != 2 + self.spatial_dims or images.shape[1] != self.num_modalities:
+            raise ValueError(
+                f"expected images of shape (N, {self.num_modalities}, {self.spatial_dims} spatial axes), "
+                f"got {tuple(images.shape)}."
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"images must be a floating point tensor, got {images.dtype}.")
+        tile_shape(images.shape[2:], self.grid, 1)
+
+    # ---------------------------------------------------------------------------------------- draws
+    def sample_modalities(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``(n, T)`` long on the generator's device: the modality each input tile is taken from.
+
+        Independent and uniform per tile with ``modality_per_tile``, else one modality per sample.
+        """
+        device = generator.device if generator is not None else torch.device("cpu")
+        per_sample = self.num_tiles if self.config.modality_per_tile else 1
+        draw = torch.randint(self.num_modalities, (n, per_sample), generator=generator, device=device)
+        return draw.expand(n, self.num_tiles).contiguous()
+
+    # ---------------------------------------------------------------------------------------- apply
+    def apply(self, images: Tensor, labels: Tensor | Sequence[int], modalities: Tensor) -> Tensor:
+        """The puzzles for given labels ``(N,)`` and per-tile modalities ``(N, T)`` (deterministic).
+
+        ``modalities[n, t]`` is the modality of *input* tile ``t``, which the shuffle then moves to the output
+        position(s) ``s`` with ``P[labels[n]][s] == t``. Returns ``(N, M, *spatial)`` like ``images``.
+        """
+        self._check_images(images)
+        n, device = images.shape[0], images.device
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        modalities = torch.as_tensor(modalities, dtype=torch.long)
+        if labels.numel() != n or tuple(modalities.shape) != (n, self.num_tiles):
+            raise ValueError(
+                f"expected {n} labels and modalities of shape ({n}, {self.num_tiles}), got {labels.numel()} "
+                f"labels and modalities of shape {tuple(modalities.shape)}."
+            )
+        if labels.device.type == "cpu" and n and not (0 <= int(labels.min()) and int(labels.max()) < self.num_classes):
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got {labels.tolist()}.")
+        if (
+            modalities.device.type == "cpu"
+            and n
+            and not (0 <= int(modalities.min()) and int(modalities.max()) < self.num_modalities)
+        ):
+            raise ValueError(f"modalities must be in [0, {self.num_modalities}).")
+        labels, modalities = labels.to(device), modalities.to(device)
+        rows = torch.arange(n, device=device)[:, None]
+        tiles = split_tiles(images, self.grid)  # (N, T, M, *tile)
+        picked = tiles[rows, torch.arange(self.num_tiles, device=device)[None, :], modalities]  # (N, T, *tile)
+        picked = _zscore_tiles(picked).to(images.dtype)
+        shuffled = picked[rows, self._permutations_on(device).index_select(0, labels)]  # (N, T, *tile)
+        out = torch.zeros_like(images)
+        tile_dims = shuffled.shape[2:]
+        return merge_tiles(
+            shuffled.unsqueeze(2).expand(n, self.num_tiles, self.num_modalities, *tile_dims), self.grid, out
+        )
+
+    def sample(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Like ``__call__`` but also returns the per-tile modalities ``(N, T)`` (on the images' device)."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        n = images.shape[0]
+        labels = torch.randint(self.num_classes, (n,), generator=generator, device=device)
+        modalities = self.sample_modalities(n, generator)
+        labels, modalities = labels.to(images.device), modalities.to(images.device)
+        return self.apply(images, labels, modalities), labels, modalities
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Uniformly random labels in ``[0, K)`` and tile modalities; returns ``(puzzles, labels)``."""
+        out, labels, _ = self.sample(images, generator)
+        return out, labels
+
+    # ---------------------------------------------------------------------------------- persistence
+    def state_dict(self) -> dict:
+        """JSON- and ``weights_only``-safe: config dict, permutation set as nested int lists, M and dims."""
+        return {
+            "format_version": STATE_FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "permutations": self.permutations.tolist(),
+            "num_modalities": self.num_modalities,
+            "spatial_dims": self.spatial_dims,
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> TalebPuzzlePretext:
+        """Rebuilds the exact task (the stored permutation set, not a rebuilt one) from :meth:`state_dict`."""
+        version = d.get("format_version")
+        if version != STATE_FORMAT_VERSION:
+            raise PretextConfigError(
+                f"the stored Taleb puzzle has format_version {version!r}, this version reads "
+                f"{STATE_FORMAT_VERSION}; pretrain again with this version or use the version that wrote it."
+            )
+        return cls(
+            TalebPuzzleConfig.from_dict(d["config"]),
+            num_modalities=int(d["num_modalities"]),
+            spatial_dims=int(d["spatial_dims"]),
+            permutations=np.asarray(d["permutations"], dtype=np.int64),
+        )

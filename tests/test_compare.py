@@ -1,0 +1,78 @@
+"""``nnunet-slem compare --smoke`` through nnU-Net's real CLI on the bundled data, and its table helpers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from nnunet_slem.compare import METHODS, CompareSettings, aggregate, parse_methods, results_markdown
+from nnunet_slem.errors import UserFacingError
+from nnunet_slem.workflow import nnunet_env
+
+
+def _compare(out, target, *extra):
+    import subprocess
+
+    from nnunet_slem.workflow import console_script
+
+    env = nnunet_env(out)
+    args = [console_script("nnunet-slem"), "compare", "-d", "991", "-c", "3d_fullres", "-f", "0", "-p",
+            "nnUNetPlans_slemDemo", "-device", "cpu", "--smoke", "--labeled", "1", "--out", str(target), *extra]
+    return subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)
+
+
+def test_compare_smoke_writes_one_row_per_method_and_resumes(reduced_demo, tmp_path):
+    out, _, demo = reduced_demo
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    target = tmp_path / "compare"
+    proc = _compare(out, target)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    with open(target / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == list(METHODS)
+    for row in rows:
+        assert row["train_cases"] == "1" and row["val_cases"] == "1"
+        for region in ("WT", "TC", "ET"):
+            assert 0.0 <= float(row[f"dice_{region}"]) <= 1.0
+    assert {r["method"]: r["cfb"] for r in rows}["scratch"] == "False"
+    table = (target / "results.md").read_text(encoding="utf-8")
+    assert all(f"| {m} |" in table for m in METHODS) and "WT Dice | TC Dice | ET Dice" in table
+    assert (target / "results.png").stat().st_size > 2000
+    # the same labelled case for every method (same seed), validation fixed
+    subsets = {json.dumps(json.loads(p.read_text(encoding="utf-8"))["train"])
+               for p in (target / "runs" / "seed_0").rglob("labeled_subset.json")}
+    assert len(subsets) == 1
+    # pretrained methods really started from their own pretraining
+    for trainer, folder in (("SLeMTrainer_fromTaleb", "TalebPretrain__"), ("SLeMTrainer_noCFB", "SLeMPretrain_noCFB__"),
+                            ("SLeMTrainer_fromSupervoxel", "SupervoxelPretrain__")):
+        record = next((target / "runs" / "seed_0").rglob(f"{trainer}__*/fold_0/slem_pretrained_from.json"))
+        assert folder in json.loads(record.read_text(encoding="utf-8"))["checkpoint"]
+    # nothing is redone on a second call
+    again = _compare(out, target)
+    assert again.returncode == 0 and again.stdout.count("done already") == len(METHODS)
+    assert again.stdout.count("reused") == 4 and "nnUNetv2_train" not in again.stdout
+
+
+def test_compare_rejects_unknown_methods_and_bad_label_counts():
+    with pytest.raises(UserFacingError, match="Unknown method"):
+        parse_methods("slem,simclr")
+    with pytest.raises(UserFacingError, match="SLEM_LABELED"):
+        CompareSettings(dataset="1", configuration="3d_fullres", fold=0, labeled="1.5")
+
+
+def _row(method, seed, wt, tc):
+    return {"method": method, "seed": seed, "dice": {"WT": wt, "TC": tc}}
+
+
+def test_aggregate_is_mean_and_std_over_seeds():
+    rows = [_row("slem", 0, 0.8, 0.6), _row("slem", 1, 0.6, 0.4), _row("scratch", 0, 0.5, float("nan"))]
+    stats = aggregate(rows, ["WT", "TC"])
+    assert stats["slem"]["WT"] == pytest.approx((0.7, 0.1))
+    assert stats["slem"]["mean"] == pytest.approx((0.6, 0.1))
+    assert stats["scratch"]["WT"] == pytest.approx((0.5, 0.0)) and math.isnan(stats["scratch"]["TC"][0])
+    table = results_markdown(rows, ["WT", "TC"], CompareSettings("1", "3d_fullres", 0, labeled="4"), "Dataset001_X")
+    assert "| slem | yes | slem | 0.700 ± 0.100 | 0.500 ± 0.100 | 0.600 ± 0.100 |" in table
+    assert "SLeM minus each method, mean Dice in points: scratch +10.00" in table
