@@ -5,6 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -13,23 +18,41 @@ from nnunet_slem.errors import UserFacingError
 from nnunet_slem.workflow import nnunet_env
 
 
-def _compare(out, target, *extra):
-    import subprocess
-
+def _compare_args(out, target, *extra):
     from nnunet_slem.workflow import console_script
 
-    env = nnunet_env(out)
-    args = [console_script("nnunet-slem"), "compare", "-d", "991", "-c", "3d_fullres", "-f", "0", "-p",
+    return [console_script("nnunet-slem"), "compare", "-d", "991", "-c", "3d_fullres", "-f", "0", "-p",
             "nnUNetPlans_slemDemo", "-device", "cpu", "--smoke", "--labeled", "1", "--out", str(target), *extra]
-    return subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)
 
 
-def test_compare_smoke_writes_one_row_per_method_and_resumes(reduced_demo, tmp_path):
+def _compare(out, target, *extra):
+    return subprocess.run(_compare_args(out, target, *extra), capture_output=True, encoding="utf-8",
+                          errors="replace", env=nnunet_env(out))
+
+
+def _kill_when(proc: subprocess.Popen, done: Path, timeout: float = 600) -> None:
+    """SIGKILL ``proc`` (and its nnU-Net children) as soon as ``done`` exists."""
+    deadline = time.monotonic() + timeout
+    while not done.exists():
+        assert proc.poll() is None, "finished before it could be killed"
+        assert time.monotonic() < deadline, f"{done} never appeared"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_compare_smoke_writes_one_row_per_method_and_resumes_after_a_kill(reduced_demo, tmp_path):
     out, _, demo = reduced_demo
     assert demo.returncode == 0, demo.stderr[-3000:]
     target = tmp_path / "compare"
+    # killed (SIGKILL, with its nnU-Net child) right after the second method finished
+    first = subprocess.Popen(_compare_args(out, target), env=nnunet_env(out), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    _kill_when(first, target / "runs" / "seed_0" / "cfb.json")
+    assert not (target / "results.csv").exists()
     proc = _compare(out, target)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "[scratch seed 0] done already" in proc.stdout and "[cfb seed 0] done already" in proc.stdout
     with open(target / "results.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == list(METHODS)
@@ -41,6 +64,7 @@ def test_compare_smoke_writes_one_row_per_method_and_resumes(reduced_demo, tmp_p
     table = (target / "results.md").read_text(encoding="utf-8")
     assert all(f"| {m} |" in table for m in METHODS) and "WT Dice | TC Dice | ET Dice" in table
     assert (target / "results.png").stat().st_size > 2000
+    assert not list(target.rglob(".*.tmp")), "no half-written files left"
     # the same labelled case for every method (same seed), validation fixed
     subsets = {json.dumps(json.loads(p.read_text(encoding="utf-8"))["train"])
                for p in (target / "runs" / "seed_0").rglob("labeled_subset.json")}
@@ -50,7 +74,7 @@ def test_compare_smoke_writes_one_row_per_method_and_resumes(reduced_demo, tmp_p
                             ("SLeMTrainer_fromSupervoxel", "SupervoxelPretrain__")):
         record = next((target / "runs" / "seed_0").rglob(f"{trainer}__*/fold_0/slem_pretrained_from.json"))
         assert folder in json.loads(record.read_text(encoding="utf-8"))["checkpoint"]
-    # nothing is redone on a second call
+    # nothing is redone on a third call
     again = _compare(out, target)
     assert again.returncode == 0 and again.stdout.count("done already") == len(METHODS)
     assert again.stdout.count("reused") == 4 and "nnUNetv2_train" not in again.stdout

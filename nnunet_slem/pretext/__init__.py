@@ -1,5 +1,10 @@
-"""The SLeM pretext task: block-wise modality recombination as a classification problem.
+"""Pretext tasks: SLeM (block-wise modality recombination, classified) and the paper's baselines.
 
+* :mod:`~nnunet_slem.pretext.base`: what every pretext offers the pretraining loop;
+  :mod:`~nnunet_slem.pretext.registry` builds one from ``--pretext NAME``;
+* :mod:`~nnunet_slem.pretext.taleb` (multimodal puzzle) and :mod:`~nnunet_slem.pretext.supervoxel`
+  (supervoxel segmentation) are the baselines; :mod:`~nnunet_slem.pretext.tiles` holds the tile shuffling
+  they share with ``JiGenTrainer``;
 * :mod:`~nnunet_slem.pretext.assignments` builds the fixed, maximally spread set of block-to-modality
   assignments whose indices are the class labels;
 * :mod:`~nnunet_slem.pretext.slem` samples block layouts and produces the shuffled images (with shortcut

@@ -15,10 +15,10 @@ paper is after. What one call does to a batch ``images`` of shape ``(N, M, *spat
 Deviations from the paper, and why:
 
 * **Classification over a fixed permutation set instead of Sinkhorn networks.** Taleb et al. solve the puzzle
-  by regressing the permutation matrix with a Sinkhorn network; the classification over a fixed max-Hamming
-  set of permutations (Noroozi & Favaro, 2016), which their paper uses as its baseline variant, fits our
-  shared pretraining model (encoder + grid-pooled linear head, accuracy as the score, see
-  :mod:`~nnunet_slem.pretext.base`) with no pretext-specific head. The set is built by
+  by regressing the permutation matrix with a Sinkhorn network. We classify over a fixed max-Hamming set of
+  permutations (the jigsaw formulation of Noroozi & Favaro, 2016), which fits the shared pretraining model
+  (encoder + grid-pooled linear head, accuracy as the score, see :mod:`~nnunet_slem.pretext.base`) with no
+  pretext-specific head and makes the pretext's accuracy comparable with SLeM's. The set is built by
   :func:`~nnunet_slem.pretext.tiles.build_permutation_set` (``num_permutations`` classes, 100 by default,
   capped at ``T!``); class 0 is the unshuffled puzzle.
 * **The puzzle is replicated into all M channels.** Taleb's network sees a one-channel puzzle; ours is the
