@@ -16,7 +16,9 @@
 # (then PYTHONPATH carries this checkout; `python -m nnunet_slem` stands in for the `nnunet-slem` script).
 # Knobs (environment): GPU_CHECK_ITERS, GPU_CHECK_PRETRAIN_STEPS, GPU_CHECK_CASES, GPU_CHECK_SHAPE,
 # GPU_CHECK_NP (planning processes), nnUNet_n_proc_DA (augmentation workers), nnUNet_compile (default off:
-# compilation would eat a third of the budget and both trainers are compared without it).
+# compilation would eat a third of the budget and both trainers are compared without it),
+# GPU_CHECK_PARTS (default "trainer pretrain"; "pretrain" alone skips part (a)),
+# GPU_CHECK_TRANSFER (default "auto"; e.g. "auto float32" measures the pretraining once per transfer dtype).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/slem_gpu_check}
@@ -51,19 +53,27 @@ if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
     $PY benchmarks/gpu_check.py tiny-plans -d "$ID" -p nnUNetPlans -o "$PLANS" >/dev/null
 fi
 
+PARTS=${GPU_CHECK_PARTS:-trainer pretrain}
 for trainer in nnUNetTrainer SLeMTrainer_noPretrain; do
+    [[ " $PARTS " == *" trainer "* ]] || break
     out=trainer_$([ "$trainer" = nnUNetTrainer ] && echo nnUNetTrainer || echo SLeM)
     stamp "(a) $trainer: $ITERS iterations end to end, $ITERS on a fixed batch"
     $PY benchmarks/gpu_check.py trainer -d "$ID" -tr "$trainer" -p "$PLANS" -c "$CONFIG" -device "$DEVICE" \
         --iters "$ITERS" --warmup "$WARMUP" --out "$WORK/$out.json" >"$WORK/$out.log" 2>&1 \
         || { tail -40 "$WORK/$out.log"; exit 1; }
 done
-stamp "(a) bare networks (cfb_overhead.py)"
-$PY benchmarks/cfb_overhead.py --plans "$nnUNet_preprocessed"/Dataset"$ID"_*/"$PLANS".json -c "$CONFIG" \
-    -device "$DEVICE" --steps "$ITERS" 2>&1 | tee "$WORK/cfb_overhead.txt" | grep -v '^RESULT'
-stamp "(b) pretraining throughput ($PRETRAIN_STEPS steps each)"
-$PY benchmarks/pretrain_throughput.py -d "$ID" -c "$CONFIG" -p "$PLANS" -device "$DEVICE" \
-    --steps "$PRETRAIN_STEPS" 2>&1 | tee "$WORK/pretrain_throughput.txt" | grep -v '^RESULT'
+if [[ " $PARTS " == *" trainer "* ]]; then
+    stamp "(a) bare networks (cfb_overhead.py)"
+    $PY benchmarks/cfb_overhead.py --plans "$nnUNet_preprocessed"/Dataset"$ID"_*/"$PLANS".json -c "$CONFIG" \
+        -device "$DEVICE" --steps "$ITERS" 2>&1 | tee "$WORK/cfb_overhead.txt" | grep -v '^RESULT'
+fi
+out=pretrain_throughput.txt  # the first dtype listed is the one the report's ratio uses
+for transfer in ${GPU_CHECK_TRANSFER:-auto}; do
+    stamp "(b) pretraining throughput ($PRETRAIN_STEPS steps each, transfer dtype $transfer)"
+    $PY benchmarks/pretrain_throughput.py -d "$ID" -c "$CONFIG" -p "$PLANS" -device "$DEVICE" \
+        --steps "$PRETRAIN_STEPS" --transfer-dtype "$transfer" 2>&1 | tee "$WORK/$out" | grep -v '^RESULT'
+    out=pretrain_throughput_$transfer.txt
+done
 stamp "report"
 $PY benchmarks/gpu_check.py report "$WORK"
 stamp "done"

@@ -33,7 +33,7 @@ def timed_steps(trainer: SLeMPretrainer, model, optimizer, scaler, batches, step
         if i == warmup:
             _sync(trainer.device)
             start = time.perf_counter()
-        images = next(batches).to(trainer.device, non_blocking=True)
+        images = next(batches).to(trainer.device, non_blocking=True).float()  # as the pretraining loop does
         seeds = [i * images.shape[0] + j for j in range(images.shape[0])]  # one pretext generator per sample
         trainer.train_step(model, optimizer, scaler, images, seeds)
     _sync(trainer.device)
@@ -61,9 +61,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--transfer-dtype", default="auto", choices=["auto", "float16", "float32"],
+                        help="dtype of the batches the loader hands over [auto: float16 on CUDA]")
     args = parser.parse_args()
 
-    settings = PretrainSettings(batch_size=args.batch_size, num_workers=args.num_workers, compile=args.compile)
+    settings = PretrainSettings(batch_size=args.batch_size, num_workers=args.num_workers, compile=args.compile,
+                                transfer_dtype=args.transfer_dtype)
     trainer = SLeMPretrainer(args.dataset, args.configuration, args.plans, args.device, settings,
                              results_root="/tmp/slem_benchmark_results")
     model = trainer.build_model().to(trainer.device)
@@ -72,7 +75,9 @@ def main() -> None:
     step_model = torch.compile(model) if args.compile else model
     source = trainer._image_source()
 
-    fixed = next(trainer._loader(source, 0)).to(trainer.device)
+    first = trainer._loader(source, 0)
+    fixed = next(first).to(trainer.device).float()
+    first.close()  # its workers would otherwise idle on through the timed runs
 
     def fixed_batches():
         while True:
@@ -88,6 +93,7 @@ def main() -> None:
         "patch_size": trainer.patch_size, "batch_size": trainer.batch_size, "channels": trainer.num_channels,
         "compute_bound_samples_per_s": round(compute, 2), "end_to_end_samples_per_s": round(end_to_end, 2),
         "loader_only_samples_per_s": round(loader_only, 2), "loader_workers": trainer.loader_workers(),
+        "transfer_dtype": trainer.transfer_dtype(),
         "ratio": round(end_to_end / compute, 3),
     }
     if trainer.device.type == "cuda":

@@ -157,3 +157,22 @@ def test_lr_schedules():
     assert lr_at(50, 100, p) == pytest.approx(0.5 ** 0.9)
     with pytest.raises(UserFacingError):
         PretrainSettings(schedule="step")
+
+
+def test_float16_transfer_hands_over_half_the_bytes_with_the_same_patches(project, one_thread):
+    source = ImageSource(project.preprocessed / "nnUNetPlans_3d_fullres", None)
+    full = PatchStream(source, (16, 16, 16), 2, seed=3).batch(1)
+    half = PatchStream(source, (16, 16, 16), 2, seed=3, dtype=np.float16).batch(1)
+    assert half.dtype == torch.float16 and half.element_size() * 2 == full.element_size()
+    assert torch.allclose(half.float(), full, rtol=1e-3, atol=1e-3)
+
+
+def test_pretraining_runs_with_float16_transfer(project, tmp_path, one_thread):
+    trainer = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
+                             PretrainSettings(epochs=1, transfer_dtype="float16", **TINY), results_root=tmp_path,
+                             preprocessed_root=project.env["nnUNet_preprocessed"])
+    assert trainer.transfer_dtype() == "float16"
+    assert load_checkpoint(trainer.run())["epoch"] == 1
+    auto = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu", PretrainSettings(**TINY),
+                          results_root=tmp_path / "auto", preprocessed_root=project.env["nnUNet_preprocessed"])
+    assert auto.transfer_dtype() == "float32"  # float16 only pays off on the way to a GPU

@@ -193,11 +193,12 @@ class PatchStream(torch.utils.data.IterableDataset):
 
     def __init__(self, source: ImageSource, patch_size: Sequence[int], batch_size: int, seed: int,
                  epoch: int = 0, mirror: bool = True, *, stream: int = TRAIN_STREAM, first_index: int = 0,
-                 steps: int | None = None, epochs: int = 1) -> None:
+                 steps: int | None = None, epochs: int = 1, dtype: np.dtype | type = np.float32) -> None:
         super().__init__()
         self.source, self.patch_size, self.batch_size = source, tuple(int(p) for p in patch_size), batch_size
         self.seed, self.epoch, self.mirror = seed, epoch, mirror
         self.stream, self.first_index, self.steps, self.epochs = stream, first_index, steps, epochs
+        self.dtype = np.dtype(dtype)  # of the batches handed over (float16 halves the bytes moved to the GPU)
 
     def indices(self) -> range:
         """The sample indices (within the global batch) this stream produces at every step."""
@@ -209,8 +210,14 @@ class PatchStream(torch.utils.data.IterableDataset):
         return random_mirror(patch, rng) if self.mirror else patch
 
     def batch(self, step: int, epoch: int | None = None) -> torch.Tensor:
-        """The batch of ``step`` of ``epoch`` (default: the stream's first epoch)."""
-        return torch.from_numpy(np.stack([self.sample(step, i, epoch) for i in self.indices()]))
+        """The batch of ``step`` of ``epoch`` (default: the stream's first epoch), in the stream's ``dtype``."""
+        batch = None
+        for j, i in enumerate(self.indices()):
+            sample = self.sample(step, i, epoch)
+            if batch is None:
+                batch = np.empty((self.batch_size, *sample.shape), dtype=self.dtype)
+            batch[j] = sample  # one conversion copy, no intermediate stack
+        return torch.from_numpy(batch)
 
     def pretext_seeds(self, step: int, epoch: int | None = None) -> list[int]:
         """Seeds of the per-sample pretext generators for the batch of ``step`` (see :func:`pretext_seed`)."""

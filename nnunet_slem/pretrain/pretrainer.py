@@ -96,6 +96,10 @@ class PretrainSettings:
     pretext: dict = field(default_factory=dict)  # the pretext's options (its config fields)
     pretext_name: str = "slem"  # or a baseline: "taleb", "supervoxel"
     cfb: bool = True  # False: pretrain the plain nnU-Net network (no CFB)
+    # dtype of the patches the loader hands over; "auto": float16 on CUDA (half the bytes through shared and
+    # pinned memory and to the GPU; the network computes in float16 under AMP anyway), float32 otherwise and
+    # whenever the pretext carries integer maps (supervoxel ids) along
+    transfer_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -109,6 +113,8 @@ class PretrainSettings:
             raise UserFacingError("--batch-size must be at least 1.")
         if self.seed < 0:
             raise UserFacingError("--seed must be 0 or larger.")
+        if self.transfer_dtype not in ("auto", "float16", "float32"):
+            raise UserFacingError(f"Unknown transfer dtype {self.transfer_dtype!r}; use auto, float16 or float32.")
         if self.pretext_name not in PRETEXT_NAMES:
             raise UserFacingError(f"Unknown --pretext {self.pretext_name!r}; choose one of {', '.join(PRETEXT_NAMES)}.")
 
@@ -327,7 +333,13 @@ class SLeMPretrainer:
         ``first_epoch ..`` to the end of the run."""
         return PatchStream(source, self.patch_size, self.local_batch_size, self.settings.seed, first_epoch,
                            first_index=self.dist.rank * self.local_batch_size, steps=self.settings.iters_per_epoch,
-                           epochs=self.settings.epochs - first_epoch)
+                           epochs=self.settings.epochs - first_epoch, dtype=self.transfer_dtype())
+
+    def transfer_dtype(self) -> str:
+        """What the loader hands over (see ``PretrainSettings.transfer_dtype``); cast to float32 on the device."""
+        if self.settings.transfer_dtype != "auto":
+            return self.settings.transfer_dtype
+        return "float16" if self.device.type == "cuda" and not self.pretext.extra_channels else "float32"
 
     def loader_workers(self) -> int:
         """Loader processes per training process: ``--num-workers``, else the cores left over per GPU (max 8)."""
@@ -364,7 +376,7 @@ class SLeMPretrainer:
             step = epoch * self.settings.iters_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, self.settings)
-            images = next(loader).to(self.device, non_blocking=True)
+            images = next(loader).to(self.device, non_blocking=True).float()
             loss, score_sum, count = self.train_step(model, optimizer, scaler, images,
                                                      stream.pretext_seeds(i, epoch))
             loss_sum += loss
