@@ -69,10 +69,11 @@ if [[ " $PARTS " == *" trainer "* ]]; then
 fi
 out=pretrain_throughput.txt  # the first dtype listed is the one the report's ratio uses
 for transfer in ${GPU_CHECK_TRANSFER:-auto}; do
+    [ "$out" = pretrain_throughput.txt ] || out=pretrain_throughput_$transfer.txt
     stamp "(b) pretraining throughput ($PRETRAIN_STEPS steps each, transfer dtype $transfer)"
     $PY benchmarks/pretrain_throughput.py -d "$ID" -c "$CONFIG" -p "$PLANS" -device "$DEVICE" \
         --steps "$PRETRAIN_STEPS" --transfer-dtype "$transfer" 2>&1 | tee "$WORK/$out" | grep -v '^RESULT'
-    out=pretrain_throughput_$transfer.txt
+    out=next
 done
 stamp "report"
 $PY benchmarks/gpu_check.py report "$WORK"

@@ -178,7 +178,7 @@ def _as_labels(labels: Tensor | Sequence[int], n: int, num_classes: int, device:
         raise ValueError(f"got {labels.numel()} labels for {n} images.")
     if labels.device.type == "cpu" and n and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
         raise ValueError(f"labels must be in [0, {num_classes}), got {labels.tolist()}.")
-    return labels.to(device)
+    return labels.to(device, non_blocking=True)  # a host-to-device copy that does not wait for the GPU
 
 
 class SLeMPretext(ClassificationPretext):
@@ -337,7 +337,7 @@ class SLeMPretext(ClassificationPretext):
         gamma = torch.exp(lg0 + u[..., 0] * (lg1 - lg0))
         contrast = CONTRAST_RANGE[0] + u[..., 1] * (CONTRAST_RANGE[1] - CONTRAST_RANGE[0])
         brightness = BRIGHTNESS_RANGE[0] + u[..., 2] * (BRIGHTNESS_RANGE[1] - BRIGHTNESS_RANGE[0])
-        return torch.stack([gamma, contrast, brightness], dim=-1).to(device)
+        return torch.stack([gamma, contrast, brightness], dim=-1).to(device, non_blocking=True)
 
     def apply(
         self,
@@ -386,7 +386,7 @@ class SLeMPretext(ClassificationPretext):
         gen_device = generator.device if generator is not None else torch.device("cpu")
         n = images.shape[0]
         labels = torch.randint(self.num_classes, (n,), generator=generator, device=gen_device)
-        labels = labels.to(images.device)
+        labels = labels.to(images.device, non_blocking=True)
         layouts = self.sample_layouts(images.shape[2:], n, generator)
         return self.apply(images, labels, layouts, generator), labels, layouts
 
@@ -422,16 +422,24 @@ def _gaussian_rank(x: Tensor) -> Tensor:
 
     The result depends only on the order of the values, so every row with the same tie pattern gets the
     same histogram, whatever the original intensity distribution.
+
+    Computed for all rows at once from one sort, with fixed-size operations only: a tie group's mean rank is
+    the mean of its first and last position in sorted order, found with running max/min over the group
+    boundaries. Unlike ``torch.unique`` this never waits for the GPU (no data-dependent output size), so the
+    CPU can queue the next samples' work while the GPU computes.
     """
-    out = torch.empty_like(x)
     n = x.shape[1]
-    for row in range(x.shape[0]):
-        _, inverse, counts = torch.unique(x[row], sorted=True, return_inverse=True, return_counts=True)
-        first = torch.cumsum(counts, 0) - counts
-        mean_rank = first.to(x.dtype) + (counts.to(x.dtype) - 1) / 2
-        quantile = (mean_rank[inverse] + 0.5) / n
-        out[row] = torch.special.ndtri(quantile.clamp(1e-6, 1 - 1e-6))
-    return out
+    sorted_x, order = torch.sort(x, dim=1)
+    pos = torch.arange(n, device=x.device).expand_as(sorted_x)
+    starts = torch.ones_like(sorted_x, dtype=torch.bool)
+    starts[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.cummax(torch.where(starts, pos, 0), dim=1).values
+    last = torch.cummin(torch.where(ends, pos, n - 1).flip(1), dim=1).values.flip(1)
+    mean_rank = (first + last).to(x.dtype) / 2
+    quantile = (mean_rank + 0.5) / n
+    return torch.empty_like(x).scatter_(1, order, torch.special.ndtri(quantile.clamp(1e-6, 1 - 1e-6)))
 
 
 def _intensity_transform(x: Tensor, params: Tensor) -> Tensor:
