@@ -223,7 +223,7 @@ class Comparison:
             self._say(f"[{method.name} seed {seed}] nnUNetv2_train -tr {method.trainer}")
             seconds = run_command(args, self.env(results_root, extra), self.log)
         else:
-            seconds = float("nan")
+            seconds = None  # trained by an earlier call
         row = self.evaluate(method, seed, fold_dir)
         row["train_seconds"] = seconds
         write_json_atomic(record, row)

@@ -18,6 +18,7 @@ give each sample its own seeded generator (see :mod:`nnunet_slem.pretrain.data`)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -79,3 +80,15 @@ class ClassificationPretext:
 
     def score(self, output: Tensor, targets: Tensor) -> tuple[Tensor, int]:
         return (output.detach().argmax(1) == targets).sum(), int(targets.numel())
+
+
+def config_kwargs(config_class: type, d: dict, what: str) -> dict:
+    """``d`` as keyword arguments of the dataclass ``config_class``; unknown keys are an error naming the known
+    ones (a misspelt option would otherwise change the task silently, or be ignored)."""
+    from nnunet_slem.pretext.assignments import PretextConfigError
+
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise PretextConfigError(f"unknown {what} setting(s) {unknown}; known settings are {sorted(known)}.")
+    return dict(d)

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError, build_assignment_set
-from nnunet_slem.pretext.base import ClassificationPretext
+from nnunet_slem.pretext.base import ClassificationPretext, config_kwargs
 
 __all__ = [
     "BlockLayout",
@@ -118,13 +118,7 @@ class SLeMPretextConfig:
     @classmethod
     def from_dict(cls, d: dict) -> SLeMPretextConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise PretextConfigError(
-                f"unknown SLeM pretext setting(s) {unknown}; known settings are {sorted(known)}."
-            )
-        kwargs = dict(d)
+        kwargs = config_kwargs(cls, d, "SLeM pretext")
         if "grid" in kwargs:
             kwargs["grid"] = tuple(kwargs["grid"])
         return cls(**kwargs)

@@ -56,6 +56,7 @@ from tqdm import tqdm
 from nnunet_slem.atomic import write_atomic, write_json_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.pretext.assignments import PretextConfigError
+from nnunet_slem.pretext.base import config_kwargs
 from nnunet_slem.pretext.slem import BRIGHTNESS_RANGE, CONTRAST_RANGE, GAMMA_RANGE, _intensity_transform
 
 __all__ = [
@@ -144,13 +145,7 @@ class SupervoxelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> SupervoxelConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise PretextConfigError(
-                f"unknown supervoxel pretext setting(s) {unknown}; known settings are {sorted(known)}."
-            )
-        return cls(**d)
+        return cls(**config_kwargs(cls, d, "supervoxel pretext"))
 
 
 # --------------------------------------------------------------------------------------------- supervoxels

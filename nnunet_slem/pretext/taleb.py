@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError
-from nnunet_slem.pretext.base import ClassificationPretext
+from nnunet_slem.pretext.base import ClassificationPretext, config_kwargs
 from nnunet_slem.pretext.tiles import build_permutation_set, merge_tiles, split_tiles, tile_shape
 
 __all__ = [
@@ -123,11 +123,7 @@ class TalebPuzzleConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TalebPuzzleConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise PretextConfigError(f"unknown Taleb puzzle setting(s) {unknown}; known settings are {sorted(known)}.")
-        kwargs = dict(d)
+        kwargs = config_kwargs(cls, d, "Taleb puzzle")
         if kwargs.get("grid") is not None:
             kwargs["grid"] = tuple(kwargs["grid"])
         return cls(**kwargs)
@@ -274,7 +270,8 @@ class TalebPuzzlePretext(ClassificationPretext):
         n = images.shape[0]
         labels = torch.randint(self.num_classes, (n,), generator=generator, device=device)
         modalities = self.sample_modalities(n, generator)
-        labels, modalities = labels.to(images.device), modalities.to(images.device)
+        labels = labels.to(images.device, non_blocking=True)  # host-to-device copies that do not wait
+        modalities = modalities.to(images.device, non_blocking=True)
         return self.apply(images, labels, modalities), labels, modalities
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
