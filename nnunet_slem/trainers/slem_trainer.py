@@ -159,7 +159,8 @@ class SLeMTrainer(nnUNetTrainer):
                 f"{type(self).__name__} looked for pretrained weights at {path} and found no file. Produce it with "
                 f"`nnunet-slem pretrain -d {self.plans_manager.dataset_name} -c {self.configuration_name} "
                 f"-p {self.plans_manager.plans_name}{options}`, point {WEIGHTS_ENV} at an existing checkpoint, or "
-                "train without pretraining with -tr SLeMTrainer_noPretrain."
+                "train without pretraining with -tr "
+                f"{'SLeMTrainer_noPretrain' if self.cfb_config.enabled else 'SLeMTrainer_noCFB_noPretrain'}."
             )
         return path
 
