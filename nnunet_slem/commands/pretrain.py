@@ -1,4 +1,5 @@
-"""``nnunet-slem pretrain``: SLeM pretraining on a dataset nnU-Net has planned and preprocessed.
+"""``nnunet-slem pretrain``: self-supervised pretraining (SLeM, or a baseline pretext) on a dataset nnU-Net has
+planned and preprocessed.
 
 One process by default; data-parallel with ``-num_gpus N`` (spawns N processes itself, like
 ``nnUNetv2_train -num_gpus``; with ``-device cpu`` N gloo processes) or under
