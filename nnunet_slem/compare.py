@@ -180,7 +180,7 @@ class Comparison:
         if (folder / "checkpoint_latest.pth").is_file():
             args.append("--resume")
         self._say(f"[pretrain {folder.name}]")
-        run_command(args, self.env(self.pretrain_root), self.log)
+        run_command(args, self.env(self.pretrain_root), self.log, echo=True)
         return final
 
     def validation_cases(self) -> list[str]:
@@ -221,7 +221,7 @@ class Comparison:
             args.append("--c")
         if not summary.is_file():
             self._say(f"[{method.name} seed {seed}] nnUNetv2_train -tr {method.trainer}")
-            seconds = run_command(args, self.env(results_root, extra), self.log)
+            seconds = run_command(args, self.env(results_root, extra), self.log, echo=True)
         else:
             seconds = None  # trained by an earlier call
         row = self.evaluate(method, seed, fold_dir)

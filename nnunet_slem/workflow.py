@@ -49,21 +49,41 @@ def console_script(name: str) -> str:
 
 
 def run_command(args: Sequence[str], env: dict[str, str], log_file: str | os.PathLike | None = None,
-                quiet: bool = False) -> float:
-    """Run one command; on failure raise with the command and the end of its output. Returns seconds taken."""
+                quiet: bool = False, echo: bool = False) -> float:
+    """Run one command; on failure raise with the command and the end of its output. Returns seconds taken.
+
+    Its output goes to ``log_file`` line by line as it comes (a run killed midway leaves what it printed);
+    ``echo`` also prints it, indented, for long steps whose progress the user wants to follow."""
+    import collections
+
     args = [console_script(args[0]), *map(str, args[1:])]
     start = time.perf_counter()
-    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8",
-                          errors="replace")
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    log = open(log_file, "a", encoding="utf-8") if log_file is not None else None  # noqa: SIM115
+    try:
+        if log is not None:
+            log.write(f"\n$ {' '.join(args)}\n")
+            log.flush()
+        with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            for raw in proc.stdout:  # bytes up to each "\n"; progress bars redraw with "\r" inside a line
+                line = raw.decode("utf-8", errors="replace")
+                if log is not None:
+                    log.write(line)
+                    log.flush()
+                shown = line.rstrip("\n").split("\r")[-1].rstrip()  # a bar's final state, or the plain line
+                if shown:
+                    tail.append(shown)
+                    if echo:
+                        print("    " + shown[-200:], flush=True)
+        returncode = proc.returncode
+    finally:
+        if log is not None:
+            log.close()
     elapsed = time.perf_counter() - start
-    if log_file is not None:
-        with open(log_file, "a", encoding="utf-8") as f:
-            f.write(f"\n$ {' '.join(args)}\n{proc.stdout}")
     if not quiet:
         print(f"  $ {' '.join(Path(args[0]).name if i == 0 else a for i, a in enumerate(args))}  ({elapsed:.0f} s)")
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-40:])
-        raise RuntimeError(f"Command failed ({proc.returncode}): {' '.join(args)}\n{tail}")
+    if returncode != 0:
+        raise RuntimeError(f"Command failed ({returncode}): {' '.join(args)}\n" + "\n".join(tail))
     return elapsed
 
 
