@@ -125,6 +125,13 @@ def test_baseline_pretraining_hands_off_to_its_trainer(nnunet_paths, one_thread,
     ckpt = load_checkpoint(final)
     assert ckpt["metadata"]["pretext_name"] == pretext and ckpt["metadata"]["cfb_config"]["enabled"] is cfb
     assert len(ckpt["logging"]["eval_acc"]) == 1 and (final.parent / "progress.png").is_file()
+    # the optimiser trains what the pretext's forward uses: a dense pretext's decoder, never a classifier's
+    fresh = SLeMPretrainer(nnunet_paths.dataset_id, nnunet_paths.configuration, nnunet_paths.plans, "cpu",
+                           PretrainSettings(pretext_name=pretext, cfb=cfb, pretext=options, **TINY),
+                           results_root=tmp_path / "fresh").build_model().network.state_dict()
+    decoder = [k for k in fresh if k.startswith("decoder.stages.")]
+    changed = [k for k in decoder if not torch.equal(fresh[k], ckpt["network_weights"][k])]
+    assert bool(changed) == (pretext == "supervoxel"), changed[:3]
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
     trainer = make_trainer(nnunet_paths, trainer_name, fold=0)
     trainer.initialize()

@@ -10,11 +10,12 @@ Two ways in, one code path:
 
 NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on the CPU.
 
-What DDP wraps (:class:`TrainedPart`): the pretext forward uses the encoder, the CFB and the head, never the
-decoder. DDP expects a gradient for every parameter of the module it wraps, so wrapping the whole network
-would need ``find_unused_parameters=True`` (a graph traversal after every forward, and the decoder's
-parameters would still be registered for reduction). Instead DDP wraps a module that *registers* exactly
-the trained submodules and runs the unchanged model's forward; DDP's hooks sit on the parameters
+What DDP wraps (:class:`TrainedPart`): a classification pretext's forward uses the encoder, the CFB and the
+head, never the decoder (dense pretexts use the decoder too; the model's ``trained_modules()`` says which).
+DDP expects a gradient for every parameter of the module it wraps, so wrapping the whole network would need
+``find_unused_parameters=True`` (a graph traversal after every forward, and the decoder's parameters would
+still be registered for reduction). Instead DDP wraps a module that *registers* exactly the trained
+submodules and runs the unchanged model's forward; DDP's hooks sit on the parameters
 themselves, so they fire whichever module path uses them.
 """
 
@@ -109,17 +110,16 @@ def shutdown() -> None:
 
 
 class TrainedPart(nn.Module):
-    """Registers exactly the modules the pretext forward uses (encoder, CFB, head) and runs ``forward``.
+    """Registers exactly the modules the pretext forward uses (the model's ``trained_modules()``: encoder, CFB
+    and head, or encoder, CFB and decoder for dense pretexts) and runs ``forward``.
 
     ``forward`` is the model (or its ``torch.compile`` version); it is kept in a list so that it is not
-    registered as a submodule, which would bring the decoder's unused parameters back in.
+    registered as a submodule, which would bring unused parameters (a classifier's decoder) back in.
     """
 
     def __init__(self, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
-        self.encoder = model.network.encoder
-        self.cfb = model.network.cfb
-        self.head = model.head
+        self.parts = nn.ModuleList(model.trained_modules())
         self._forward = [forward or model]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,8 @@ class TrainedPart(nn.Module):
 
 
 def trained_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The optimiser's parameters: encoder, CFB and head, each once, in module order (checkpoint-stable)."""
+    """The optimiser's parameters: the model's trained modules, each parameter once, in module order
+    (checkpoint-stable)."""
     return list(TrainedPart(model).parameters())
 
 

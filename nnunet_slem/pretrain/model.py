@@ -37,6 +37,10 @@ class PretextClassifier(nn.Module):
         self.network = network
         self.head = grid_head(network.bottleneck_channels, bottleneck_size, num_classes, dropout)
 
+    def trained_modules(self) -> list[nn.Module]:
+        """What the forward uses, hence what the optimiser trains (the decoder is not among them)."""
+        return [self.network.encoder, self.network.cfb, self.head]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.network.encode(x)[-1])
 
@@ -51,6 +55,12 @@ class PretextSegmenter(nn.Module):
         super().__init__()
         self.network = network
         self.head = nn.Identity()  # no parameters; keeps the checkpoint layout of the classifier
+
+    def trained_modules(self) -> list[nn.Module]:
+        """What the forward uses, hence what the optimiser trains: the whole U-Net, decoder included, but of the
+        segmentation layers only the full-resolution one (deep supervision is off here)."""
+        decoder = self.network.decoder
+        return [self.network.encoder, self.network.cfb, decoder.transpconvs, decoder.stages, decoder.seg_layers[-1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.network(x)
