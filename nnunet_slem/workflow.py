@@ -5,6 +5,7 @@ Used by the demo and the integration tests, which must go through exactly the co
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
@@ -54,8 +55,6 @@ def run_command(args: Sequence[str], env: dict[str, str], log_file: str | os.Pat
 
     Its output goes to ``log_file`` line by line as it comes (a run killed midway leaves what it printed);
     ``echo`` also prints it, indented, for long steps whose progress the user wants to follow."""
-    import collections
-
     args = [console_script(args[0]), *map(str, args[1:])]
     start = time.perf_counter()
     tail: collections.deque[str] = collections.deque(maxlen=40)
