@@ -14,7 +14,8 @@ each network has the CFB. Pretraining runs once per method (seed 0 of the pretra
 seeds is that of the labelled subset and the fine-tuning.
 
 Every finished step leaves a file (checkpoint, validation summary, per-run JSON) and is skipped when the
-command runs again, so an interrupted comparison continues where it stopped.
+command runs again, so an interrupted comparison continues where it stopped; a fine-tuning killed midway
+continues (nnU-Net's ``--c``) from its last ``checkpoint_latest.pth``, written every ``save_every`` epochs.
 """
 
 from __future__ import annotations
@@ -86,10 +87,13 @@ class CompareSettings:
     epochs: int | None = None  # fine-tuning schedule; None: nnU-Net's (smoke: 1 x 2 x 1)
     iters_per_epoch: int | None = None
     val_iters: int | None = None
+    save_every: int = 5  # fine-tuning checkpoint_latest.pth every N epochs (SLEM_SAVE_EVERY)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise UserFacingError("--seeds must be at least 1.")
+        if self.save_every < 1:
+            raise UserFacingError("--save-every must be at least 1 (epochs between checkpoints).")
         if self.labeled is not None:
             from nnunet_slem.trainers.labeled_subset import parse_labeled
 
@@ -135,7 +139,7 @@ class Comparison:
         env.setdefault("nnUNet_extTrainer", str(trainer_dir()))
         env.update({"nnUNet_results": str(results_root), "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"})
         for variable in ("SLEM_LABELED", "SLEM_LABELED_SEED", "SLEM_EPOCHS", "SLEM_ITERS_PER_EPOCH",
-                         "SLEM_VAL_ITERS", "SLEM_PRETRAINED_WEIGHTS"):
+                         "SLEM_VAL_ITERS", "SLEM_SAVE_EVERY", "SLEM_PRETRAINED_WEIGHTS"):
             env.pop(variable, None)  # only what this comparison sets below may steer the runs
         env.update(extra or {})
         return env
@@ -203,7 +207,7 @@ class Comparison:
         results_root = self.run_folder(seed) / "nnUNet_results"
         fold_dir = (results_root / self.data.dataset_name / f"{method.trainer}__{self.s.plans}__{self.s.configuration}"
                     / f"fold_{self.s.fold}")
-        extra = {"SLEM_LABELED_SEED": str(seed)}
+        extra = {"SLEM_LABELED_SEED": str(seed), "SLEM_SAVE_EVERY": str(self.s.save_every)}
         if self.s.labeled is not None:
             extra["SLEM_LABELED"] = str(self.s.labeled)
         for variable, value in (("SLEM_EPOCHS", self.s.epochs), ("SLEM_ITERS_PER_EPOCH", self.s.iters_per_epoch),

@@ -69,6 +69,12 @@ def test_compare_smoke_writes_one_row_per_method_and_resumes_after_a_kill(reduce
     subsets = {json.dumps(json.loads(p.read_text(encoding="utf-8"))["train"])
                for p in (target / "runs" / "seed_0").rglob("labeled_subset.json")}
     assert len(subsets) == 1
+    # every fine-tuning got the comparison's checkpoint interval
+    fold_dirs = [p.parent for p in (target / "runs" / "seed_0").rglob("fold_0/checkpoint_final.pth")]
+    assert len(fold_dirs) == len(METHODS)
+    for fold_dir in fold_dirs:  # (a run killed before its start logged less: hence "any" log of the folder)
+        assert any("'SLEM_SAVE_EVERY': 5" in p.read_text(encoding="utf-8")
+                   for p in fold_dir.glob("training_log_*.txt")), fold_dir
     # pretrained methods really started from their own pretraining
     for trainer, folder in (("SLeMTrainer_fromTaleb", "TalebPretrain__"), ("SLeMTrainer_noCFB", "SLeMPretrain_noCFB__"),
                             ("SLeMTrainer_fromSupervoxel", "SupervoxelPretrain__")):
@@ -85,6 +91,8 @@ def test_compare_rejects_unknown_methods_and_bad_label_counts():
         parse_methods("slem,simclr")
     with pytest.raises(UserFacingError, match="SLEM_LABELED"):
         CompareSettings(dataset="1", configuration="3d_fullres", fold=0, labeled="1.5")
+    with pytest.raises(UserFacingError, match="--save-every"):
+        CompareSettings(dataset="1", configuration="3d_fullres", fold=0, save_every=0)
 
 
 def _row(method, seed, wt, tc):

@@ -154,3 +154,34 @@ def test_decoder_warmup_freezes_encoder_and_cfb(nnunet_paths):
     trainer.current_epoch = trainer.decoder_warmup_epochs
     trainer.on_train_epoch_start()
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_checkpoints_are_written_atomically(nnunet_paths, monkeypatch):
+    """A save that dies half-way (as under SIGKILL) leaves the previous checkpoint loadable, and no stray file."""
+    monkeypatch.setenv("SLEM_SAVE_EVERY", "2")
+    trainer = make_trainer(nnunet_paths, "SLeMTrainer_noPretrain_smoke")
+    assert trainer.save_every == 2
+    trainer.initialize()
+    target = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(target))
+    saved = target.read_bytes()
+    assert torch.load(target, map_location="cpu", weights_only=False)["network_weights"]
+
+    real_save = torch.save
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        Path(f).write_bytes(Path(f).read_bytes()[:1000])  # only part of the file reached the disk
+        raise KeyboardInterrupt("killed during the write")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    trainer.current_epoch = 1
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(str(target))
+    assert target.read_bytes() == saved
+    monkeypatch.setattr(torch, "save", real_save)
+    trainer.save_checkpoint(str(target))  # the next save replaces the leftover temporary file
+    # (nnU-Net stores the epoch to continue with)
+    assert torch.load(target, map_location="cpu", weights_only=False)["current_epoch"] == 2
+    assert sorted(p.name for p in Path(trainer.output_folder).glob("*.pth*")) == ["checkpoint_latest.pth"]
+    assert not list(Path(trainer.output_folder).glob(".*.tmp"))

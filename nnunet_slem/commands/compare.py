@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs, same for every method")
     schedule.add_argument("--iters-per-epoch", type=int, default=None)
     schedule.add_argument("--val-iters", type=int, default=None)
+    schedule.add_argument("--save-every", type=int, default=5,
+                          help="fine-tuning writes checkpoint_latest.pth every N epochs (nnU-Net: 50), so a killed "
+                          "comparison loses at most N epochs of the run it was in [5]")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -20,7 +20,11 @@ Two environment variables every nnunet-slem trainer honours, for experiments suc
 - ``SLEM_LABELED`` (+ ``SLEM_LABELED_SEED``, ``SLEM_PATIENT_REGEX``): fine-tune on a subset of the fold's
   training cases (:mod:`nnunet_slem.trainers.labeled_subset`);
 - ``SLEM_EPOCHS``, ``SLEM_ITERS_PER_EPOCH``, ``SLEM_VAL_ITERS``: override the schedule (nnU-Net's 1000 x 250
-  x 50 by default), so all methods of a comparison share one.
+  x 50 by default), so all methods of a comparison share one; ``SLEM_SAVE_EVERY``: write
+  ``checkpoint_latest.pth`` every N epochs instead of nnU-Net's 50, so a killed run loses less.
+
+Every checkpoint is written atomically (a temporary sibling, then a rename): nnU-Net writes in place, and a
+kill during that write would leave a ``checkpoint_latest.pth`` that ``--c`` cannot load.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 from torch._dynamo import OptimizedModule
 
-from nnunet_slem.atomic import write_json_atomic
+from nnunet_slem.atomic import publish, write_json_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.cfb import CFBConfig
 from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans
@@ -49,7 +53,7 @@ from nnunet_slem.pretrain.checkpoint import (
 from nnunet_slem.trainers.labeled_subset import LABELED_ENV, subset_from_env
 
 SCHEDULE_ENV = {"SLEM_EPOCHS": "num_epochs", "SLEM_ITERS_PER_EPOCH": "num_iterations_per_epoch",
-                "SLEM_VAL_ITERS": "num_val_iterations_per_epoch"}
+                "SLEM_VAL_ITERS": "num_val_iterations_per_epoch", "SLEM_SAVE_EVERY": "save_every"}
 
 
 class SLeMTrainer(nnUNetTrainer):
@@ -81,6 +85,17 @@ class SLeMTrainer(nnUNetTrainer):
             setattr(self, attribute, int(text))
             overrides[variable] = int(text)
         return overrides
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a hidden sibling, flushed to disk and renamed over ``filename``:
+        a kill at any moment leaves either the previous checkpoint or the new one, never half of one."""
+        tmp = os.path.join(os.path.dirname(filename), f".{os.path.basename(filename)}.tmp")
+        super().save_checkpoint(tmp)
+        if not os.path.isfile(tmp):  # not rank 0, or checkpointing disabled: nnU-Net wrote nothing
+            return
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        publish(tmp, filename)
 
     @property
     def cfb_config(self) -> CFBConfig:
