@@ -174,7 +174,8 @@ def report(args: argparse.Namespace) -> int:
     if pretrain:
         print(f"pretraining: compute bound {pretrain['compute_bound_samples_per_s']} samples/s, end to end "
               f"{pretrain['end_to_end_samples_per_s']} samples/s (patch {pretrain['patch_size']}, batch "
-              f"{pretrain['batch_size']})")
+              f"{pretrain['batch_size']}), loader alone {pretrain['loader_only_samples_per_s']} samples/s, "
+              f"training thread waiting for data {pretrain.get('data_wait_share', float('nan')):.1%} of the time")
     print()
     print(f"{'measure':<42}{'ratio':>8}  {'goal':<8}{'verdict':>8}")
     failed = 0

@@ -4,9 +4,11 @@
 
 (a) compute bound: one batch of real patches kept on the device; every step still builds a fresh pretext
     sample from it on the device, then forward/backward/step.
-(b) end to end: the real patch stream (worker processes, pinned memory) feeding the same step, timed once
-    every worker has delivered its first batch: a run starts its loader workers once, not per epoch, so
-    their start-up is not part of the steady-state rate.
+(b) end to end: the real patch stream (worker processes, pinned memory, the pretraining's device feeder
+    thread) feeding the same step, timed once every worker has delivered its first batch: a run starts its
+    loader workers once, not per epoch, so their start-up is not part of the steady-state rate. Also reports
+    the share of that time the training thread waited for a batch (near 0: the loader keeps up; the rest
+    of a shortfall against (a) is contention, e.g. for CPU cores or memory bandwidth).
 (c) the loader alone (a fresh loader, same start-up exclusion): what the workers can deliver.
 Prints them in samples/s and the ratio (b)/(a) (goal on a GPU: end-to-end >= 0.9 x compute bound), and one
 ``RESULT {json}`` line.
@@ -20,6 +22,7 @@ import time
 
 import torch
 
+from nnunet_slem.pretrain.feeder import DeviceFeeder
 from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
 
 
@@ -28,16 +31,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed_steps(trainer: SLeMPretrainer, model, optimizer, scaler, batches, steps: int, warmup: int) -> float:
+def timed_steps(trainer: SLeMPretrainer, model, optimizer, scaler, batches, steps: int,
+                warmup: int) -> tuple[float, float]:
+    """Samples per second over ``steps`` steps after ``warmup``, and the share of that time spent waiting for
+    a batch (a :class:`DeviceFeeder`'s ``wait_s``; 0 for a plain iterator)."""
     for i in range(warmup + steps):
         if i == warmup:
             _sync(trainer.device)
-            start = time.perf_counter()
-        images = next(batches).to(trainer.device, non_blocking=True).float()  # as the pretraining loop does
+            start, waited = time.perf_counter(), getattr(batches, "wait_s", 0.0)
+        images = next(batches)  # float32 on the device, as the pretraining loop gets them
         seeds = [i * images.shape[0] + j for j in range(images.shape[0])]  # one pretext generator per sample
         trainer.train_step(model, optimizer, scaler, images, seeds)
     _sync(trainer.device)
-    return steps * trainer.batch_size / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    return steps * trainer.batch_size / elapsed, (getattr(batches, "wait_s", 0.0) - waited) / elapsed
 
 
 def loader_rate(batches, steps: int, warmup: int) -> float:
@@ -83,17 +90,18 @@ def main() -> None:
         while True:
             yield fixed
 
-    compute = timed_steps(trainer, step_model, optimizer, scaler, fixed_batches(), args.steps, args.warmup)
+    compute, _ = timed_steps(trainer, step_model, optimizer, scaler, fixed_batches(), args.steps, args.warmup)
     loader_warmup = args.warmup + 2 * trainer.loader_workers()  # every worker past its start-up
-    end_to_end = timed_steps(trainer, step_model, optimizer, scaler, trainer._loader(source, 1), args.steps,
-                             loader_warmup)
+    with DeviceFeeder(trainer._loader(source, 1), trainer.device) as feeder:
+        end_to_end, data_wait_share = timed_steps(trainer, step_model, optimizer, scaler, feeder, args.steps,
+                                                  loader_warmup)
     loader_only = loader_rate(trainer._loader(source, 2), args.steps, loader_warmup)
     result = {
         "device": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
         "patch_size": trainer.patch_size, "batch_size": trainer.batch_size, "channels": trainer.num_channels,
         "compute_bound_samples_per_s": round(compute, 2), "end_to_end_samples_per_s": round(end_to_end, 2),
         "loader_only_samples_per_s": round(loader_only, 2), "loader_workers": trainer.loader_workers(),
-        "transfer_dtype": trainer.transfer_dtype(),
+        "transfer_dtype": trainer.transfer_dtype(), "data_wait_share": round(data_wait_share, 3),
         "ratio": round(end_to_end / compute, 3),
     }
     if trainer.device.type == "cuda":
@@ -101,6 +109,7 @@ def main() -> None:
     print(f"compute bound : {compute:8.2f} samples/s")
     print(f"end to end    : {end_to_end:8.2f} samples/s")
     print(f"loader alone  : {loader_only:8.2f} samples/s ({trainer.loader_workers()} workers)")
+    print(f"data wait     : {data_wait_share:8.1%} of the end-to-end time")
     print(f"ratio         : {end_to_end / compute:8.3f}")
     print("RESULT " + json.dumps(result))
 

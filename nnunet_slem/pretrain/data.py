@@ -242,14 +242,21 @@ class PatchStream(torch.utils.data.IterableDataset):
 def batch_loader(stream: PatchStream, num_workers: int, pin_memory: bool) -> Iterator[torch.Tensor]:
     """Background workers keep the accelerator fed; ``num_workers=0`` loads in the training process.
 
-    Batches arrive in step order (workers are read round-robin); a worker's :class:`LoaderError` is raised here
+    The workers start here, in the calling thread, not at the first batch: the batches may be consumed by
+    another thread (:class:`~nnunet_slem.pretrain.feeder.DeviceFeeder`), and forking worker processes from
+    a thread while the main thread runs torch code can deadlock the children on a lock held mid-fork.
+    Batches arrive in step order (workers are read round-robin); a worker's :class:`LoaderError` is raised
     as the :class:`UserFacingError` it was.
     """
     loader = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
         persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None,
     )
-    for item in loader:
+    return _raise_loader_errors(iter(loader))
+
+
+def _raise_loader_errors(items: Iterator[torch.Tensor | LoaderError]) -> Iterator[torch.Tensor]:
+    for item in items:
         if isinstance(item, LoaderError):
             raise UserFacingError(item.message)
         yield item

@@ -68,6 +68,7 @@ from nnunet_slem.pretrain.distributed import (
     trained_parameters,
     wrap_ddp,
 )
+from nnunet_slem.pretrain.feeder import DeviceFeeder
 from nnunet_slem.pretrain.locate import PreprocessedDataset, dataset_id_of, locate_preprocessed
 from nnunet_slem.pretrain.model import PretextClassifier, PretextSegmenter
 from nnunet_slem.pretrain.progress import plot_progress
@@ -250,19 +251,20 @@ class SLeMPretrainer:
         train_model = wrap_ddp(model, step_model, self.dist, self.device) if self.dist.is_distributed else step_model
         eval_set = self._eval_set(source) if self.dist.is_main else []
         stream = self._stream(source, self.start_epoch)
-        loader = self._loader(source, self.start_epoch, stream)  # workers start now, once for all epochs
-        self.dist.barrier()
         total_steps = self.settings.epochs * self.settings.iters_per_epoch
-        for epoch in range(self.start_epoch, self.settings.epochs):
-            stats = self._train_epoch(epoch, train_model, optimizer, scaler, stream, loader, total_steps)
-            if self.dist.is_main:
-                stats["eval_acc"] = self.evaluate(step_model, eval_set)
-                self._log_epoch(epoch, stats)  # before the checkpoint: a resume drops lines it does not cover
-                self._save(latest, model, optimizer, scaler, epoch + 1, meta)
+        # the loader's workers start once for all epochs; the feeder keeps the next batch on its way to the device
+        with DeviceFeeder(self._loader(source, self.start_epoch, stream), self.device) as batches:
             self.dist.barrier()
-            if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < self.settings.epochs:
-                self._print(f"Stopping after epoch {epoch + 1} as asked; continue with --resume")
-                return latest
+            for epoch in range(self.start_epoch, self.settings.epochs):
+                stats = self._train_epoch(epoch, train_model, optimizer, scaler, stream, batches, total_steps)
+                if self.dist.is_main:
+                    stats["eval_acc"] = self.evaluate(step_model, eval_set)
+                    self._log_epoch(epoch, stats)  # before the checkpoint: a resume drops lines it does not cover
+                    self._save(latest, model, optimizer, scaler, epoch + 1, meta)
+                self.dist.barrier()
+                if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < self.settings.epochs:
+                    self._print(f"Stopping after epoch {epoch + 1} as asked; continue with --resume")
+                    return latest
         if self.dist.is_main:
             self._save(final, model, optimizer, scaler, self.settings.epochs, meta)
             if latest.is_file():
@@ -364,8 +366,9 @@ class SLeMPretrainer:
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
     def _train_epoch(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, scaler,
-                     stream: PatchStream, loader: Iterator[torch.Tensor], total_steps: int) -> dict:
+                     stream: PatchStream, batches: DeviceFeeder, total_steps: int) -> dict:
         model.train()
+        waited_before = batches.wait_s
         torch.manual_seed(self.settings.seed + epoch)
         loss_sum, correct, seen = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
         n_images = 0
@@ -376,7 +379,7 @@ class SLeMPretrainer:
             step = epoch * self.settings.iters_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, self.settings)
-            images = next(loader).to(self.device, non_blocking=True).float()
+            images = next(batches)
             loss, score_sum, count = self.train_step(model, optimizer, scaler, images,
                                                      stream.pretext_seeds(i, epoch))
             loss_sum += loss
@@ -389,7 +392,8 @@ class SLeMPretrainer:
         elapsed = time.perf_counter() - start
         return {"loss": loss_sum / (self.settings.iters_per_epoch * self.dist.world_size),
                 "train_acc": correct / max(1, seen), "lr": optimizer.param_groups[0]["lr"],
-                "epoch_time_s": elapsed, "samples_per_s": n_images / elapsed}
+                "epoch_time_s": elapsed, "samples_per_s": n_images / elapsed,
+                "data_wait_s": batches.wait_s - waited_before}
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler, images: torch.Tensor,
                    seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -468,7 +472,8 @@ class SLeMPretrainer:
         line = (f"epoch {epoch + 1}/{self.settings.epochs}  loss {stats['loss']:.4f}  train {metric} "
                 f"{stats['train_acc']:.3f}  eval {metric} {stats['eval_acc']:.3f}"
                 + (f" (chance {chance:.3f})" if chance is not None else "")
-                + f"  lr {stats['lr']:.2e}  {stats['epoch_time_s']:.1f} s  {stats['samples_per_s']:.1f} samples/s")
+                + f"  lr {stats['lr']:.2e}  {stats['epoch_time_s']:.1f} s  {stats['samples_per_s']:.1f} samples/s"
+                + (f"  data wait {stats['data_wait_s'] / stats['epoch_time_s']:.0%}" if "data_wait_s" in stats else ""))
         print(line)
         self._append_log_line(line)
         plot_progress(self.log, chance, self.output_folder / "progress.png",
