@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.paths import nnunet_raw_dir
 
 #: Largest difference (per component: mm for spacing/origin, unitless for direction cosines) for two images
 #: to count as the same voxel grid.
@@ -108,17 +109,6 @@ def require_same_geometry(subject: str, ref_name: str, ref: Geometry, name: str,
 
 
 # ----------------------------------------------------------------------------------------- dataset folder
-
-
-def nnunet_raw_dir() -> Path:
-    """``$nnUNet_raw``, read now rather than at import so callers (and tests) can set it late."""
-    raw = os.environ.get("nnUNet_raw")
-    if not raw:
-        raise UserFacingError(
-            "nnUNet_raw is not set; export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's "
-            "documentation/setting_up_paths.md) and run again."
-        )
-    return Path(raw)
 
 
 def _existing_for_id(dataset_id: int) -> list[Path]:

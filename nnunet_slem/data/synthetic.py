@@ -16,7 +16,6 @@ so a case depends only on ``(seed, k, shape)``: adding test cases does not chang
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import uuid
@@ -29,6 +28,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.paths import nnunet_raw_dir
 
 MODALITIES: tuple[str, ...] = ("brats", "chaos")
 FILE_ENDING = ".nii.gz"
@@ -122,7 +122,7 @@ def make_dataset(
     """
     modalities = _check_modalities(modalities)
     shape = _validate(dataset_id, n_cases, n_test, seed, shape)
-    root = resolve_raw_root(raw_root)
+    root = nnunet_raw_dir(raw_root, override_flag="--raw")
     name = dataset_name(dataset_id, modalities)
     _check_existing(root, dataset_id, name, overwrite)
 
@@ -135,20 +135,6 @@ def make_dataset(
         # After a successful publish the staging folder no longer exists; after any failure (including
         # KeyboardInterrupt) this removes the partial dataset.
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def resolve_raw_root(raw_root: str | Path | None) -> Path:
-    """``raw_root`` or ``$nnUNet_raw``: nnU-Net only finds datasets under the latter."""
-    if raw_root is not None and str(raw_root) != "":
-        return Path(raw_root).expanduser().resolve()
-    env = os.environ.get("nnUNet_raw", "")
-    if not env:
-        raise UserFacingError(
-            "the environment variable nnUNet_raw is not set, so there is no nnU-Net raw data folder to write "
-            "the dataset into. Set it, e.g. `export nnUNet_raw=/path/to/nnUNet_raw` (nnU-Net's own commands "
-            "need it too), or pass --raw DIR."
-        )
-    return Path(env).expanduser().resolve()
 
 
 # ----------------------------------------------------------------------------------------------------------
