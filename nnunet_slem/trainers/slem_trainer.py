@@ -14,8 +14,8 @@ When: once, at the start of a new training (epoch 0). Not on ``--c`` with a chec
 weights win), not on ``--val`` and not at prediction (neither runs ``run_training``). If nnU-Net's own
 ``-pretrained_weights`` already replaced the weights, those are kept and the default is not loaded.
 
-Two environment variables every nnunet-slem trainer honours, for experiments such as ``nnunet-slem compare``
-(both are written to the training log):
+Environment variables every nnunet-slem trainer honours, for experiments such as ``nnunet-slem compare``
+(all are written to the training log):
 
 - ``SLEM_LABELED`` (+ ``SLEM_LABELED_SEED``, ``SLEM_PATIENT_REGEX``): fine-tune on a subset of the fold's
   training cases (:mod:`nnunet_slem.trainers.labeled_subset`);
@@ -89,10 +89,10 @@ class SLeMTrainer(nnUNetTrainer):
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a hidden sibling, flushed to disk and renamed over ``filename``:
         a kill at any moment leaves either the previous checkpoint or the new one, never half of one."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return  # nnU-Net writes nothing then either
         tmp = os.path.join(os.path.dirname(filename), f".{os.path.basename(filename)}.tmp")
         super().save_checkpoint(tmp)
-        if not os.path.isfile(tmp):  # not rank 0, or checkpointing disabled: nnU-Net wrote nothing
-            return
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         publish(tmp, filename)
