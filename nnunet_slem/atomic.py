@@ -22,21 +22,33 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Let ``write`` fill a dot-prefixed temporary sibling, flush it to disk, then rename it over ``path``."""
+def write_atomic_named(path: str | os.PathLike, write_to: Callable[[str], object]) -> None:
+    """Let ``write_to`` fill a dot-prefixed temporary sibling given by name (for writers that want a file name,
+    such as nnU-Net's ``save_checkpoint``), flush it to disk, then rename it over ``path``. On any failure the
+    temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        write_to(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Let ``write`` fill a temporary sibling through a binary file object, then as :func:`write_atomic_named`."""
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    write_atomic_named(path, fill)
 
 
 def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:

@@ -473,7 +473,7 @@ class SLeMPretrainer:
                 f"{stats['train_acc']:.3f}  eval {metric} {stats['eval_acc']:.3f}"
                 + (f" (chance {chance:.3f})" if chance is not None else "")
                 + f"  lr {stats['lr']:.2e}  {stats['epoch_time_s']:.1f} s  {stats['samples_per_s']:.1f} samples/s"
-                + (f"  data wait {stats['data_wait_s'] / stats['epoch_time_s']:.0%}" if "data_wait_s" in stats else ""))
+                + f"  data wait {stats['data_wait_s'] / stats['epoch_time_s']:.0%}")
         print(line)
         self._append_log_line(line)
         plot_progress(self.log, chance, self.output_folder / "progress.png",

@@ -38,7 +38,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 from torch._dynamo import OptimizedModule
 
-from nnunet_slem.atomic import publish, write_json_atomic
+from nnunet_slem.atomic import write_atomic_named, write_json_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.cfb import CFBConfig
 from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans
@@ -91,11 +91,7 @@ class SLeMTrainer(nnUNetTrainer):
         a kill at any moment leaves either the previous checkpoint or the new one, never half of one."""
         if self.local_rank != 0 or self.disable_checkpointing:
             return  # nnU-Net writes nothing then either
-        tmp = os.path.join(os.path.dirname(filename), f".{os.path.basename(filename)}.tmp")
-        super().save_checkpoint(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        publish(tmp, filename)
+        write_atomic_named(filename, super().save_checkpoint)
 
     @property
     def cfb_config(self) -> CFBConfig:
