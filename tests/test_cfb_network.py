@@ -40,12 +40,19 @@ def test_cfb_learns_away_from_identity():
 
 
 def test_usable_dilations_drop_branches_that_only_see_padding():
-    assert usable_dilations([1, 2, 4, 8], (4, 4, 4)) == [(1, 1, 1), (2, 2, 2)]
-    assert usable_dilations([1, 2, 4, 8], (8, 8, 8)) == [(1, 1, 1), (2, 2, 2), (4, 4, 4)]
+    assert usable_dilations([1, 2, 4, 8], (4, 4, 4)) == [(1, 1, 1)]
+    assert usable_dilations([1, 2, 4, 8], (8, 8, 8)) == [(1, 1, 1), (2, 2, 2), (3, 3, 3)]
     # anisotropic map: large in-plane dilations survive, the short axis is capped
     assert usable_dilations([1, 2, 4], (2, 16, 16)) == [(1, 1, 1), (1, 2, 2), (1, 4, 4)]
     with pytest.raises(ValueError):
         usable_dilations([0], (8, 8, 8))
+
+
+@pytest.mark.parametrize("extent", range(3, 20))
+def test_every_kept_dilation_has_a_position_whose_both_taps_are_inside(extent):
+    # at d = s/2 (the old cap s // 2) every position reads padding through one tap
+    for (d,) in usable_dilations([1, 2, 4, 8, 16], (extent,)):
+        assert any(x - d >= 0 and x + d <= extent - 1 for x in range(extent)), (extent, d)
 
 
 def test_placement_rule():

@@ -8,9 +8,9 @@ map, concatenates them, fuses them with a 1x1 convolution and adds the result ba
 
 - ``branch_i``: 3^d convolution with dilation ``d_i`` (per axis), norm, LeakyReLU, to ``C // reduction``
   channels. A dilation is only kept where the feature map is large enough for it to see real features:
-  along an axis of extent ``s`` the dilation is capped at ``s // 2`` (beyond that every off-centre tap
-  falls into zero padding for most positions), and branches that become identical after capping are
-  dropped. See :func:`usable_dilations`.
+  along an axis of extent ``s`` the dilation is capped at ``(s - 1) // 2``, the largest at which some
+  position still reads real features through both off-centre taps, and branches that become identical
+  after capping are dropped. See :func:`usable_dilations`.
 - ``image_pool``: global average pooling, 1x1 convolution, LeakyReLU, broadcast back: image-level context
   that no dilation can reach on small maps.
 - ``fuse``: 1x1 convolution initialised to zero, so a fresh block is exactly the identity and inserting it
@@ -57,16 +57,18 @@ class CFBConfig:
 def usable_dilations(dilations: Sequence[int], feature_map_size: Sequence[int]) -> list[tuple[int, ...]]:
     """Per-axis dilations that see real features on a map of ``feature_map_size``, duplicates removed.
 
-    Along an axis of extent ``s``, a 3-tap kernel with dilation ``d`` reads positions ``x - d, x, x + d``;
-    once ``d > s // 2`` at least one tap is padding for every position, so the branch degenerates into a
-    copy of a smaller one. We cap per axis (anisotropic maps keep large dilations in-plane) and drop
-    duplicates. An axis of extent 1 gets dilation 1 (kernel taps there only see padding anyway).
+    Along an axis of extent ``s``, a 3-tap kernel with dilation ``d`` reads positions ``x - d, x, x + d``.
+    Both off-centre taps are inside the map for some ``x`` only while ``d <= (s - 1) // 2``; from
+    ``d = s / 2`` on, every position reads padding through at least one tap, so the branch no longer relates
+    a position to both of its neighbours. We cap per axis at ``(s - 1) // 2`` (anisotropic maps keep large
+    dilations in-plane) and drop duplicates. An axis of extent 1 or 2 gets dilation 1 (its off-centre taps
+    see padding whatever the dilation).
     """
     result: list[tuple[int, ...]] = []
     for d in dilations:
         if d < 1:
             raise ValueError(f"CFB dilations must be >= 1, got {d}")
-        per_axis = tuple(max(1, min(d, s // 2)) for s in feature_map_size)
+        per_axis = tuple(max(1, min(d, (s - 1) // 2)) for s in feature_map_size)
         if per_axis not in result:
             result.append(per_axis)
     return result

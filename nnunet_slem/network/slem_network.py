@@ -8,8 +8,8 @@ those of the plain network (``encoder.*``, ``decoder.*``) plus ``cfb.*``.
 
 Placement rule (:func:`choose_cfb_stage`): the bottleneck if its feature map is large enough, otherwise
 the deepest stage that is. "Large enough" means at least ``min_extent`` voxels along every axis (default
-8: room for dilations 1, 2 and 4), except along axes where the patch itself is smaller than that. A 128^3
-patch with five poolings has a 4^3 bottleneck, where dilation 2 already reads mostly padding, so the CFB
+8: room for dilations 1, 2 and 3), except along axes where the patch itself is smaller than that. A 128^3
+patch with five poolings has a 4^3 bottleneck, where no dilation above 1 reads real features on both sides, so the CFB
 goes to the 8^3 stage before it.
 """
 
