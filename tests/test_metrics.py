@@ -19,11 +19,14 @@ from scipy.spatial.distance import cdist
 
 from nnunet_slem.commands import evaluate as evaluate_cmd
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.evaluation.lesionwise import LesionSettings
 from nnunet_slem.evaluation.metrics import (
+    MetricOptions,
     Region,
     dice,
     evaluate_case,
     evaluate_folders,
+    hd95_and_nsd,
     hd95_mm,
     image_diagonal_mm,
     metrics_for_arrays,
@@ -282,7 +285,7 @@ def test_cli_writes_csv_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert sorted(p.name for p in out.iterdir()) == ["metrics_per_case.csv", "summary.json"]  # no temp files
     with open(out / "metrics_per_case.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["case", "region", "dice", "hd95_mm", "ref_ml", "pred_ml"]
+    assert list(rows[0]) == ["case", "region", "dice", "hd95_mm", "ref_ml", "pred_ml", "nsd"]
     assert [(r["case"], r["region"]) for r in rows[:3]] == [("case_000", "WT"), ("case_000", "TC"),
                                                               ("case_000", "ET")]
     assert len(rows) == 9
@@ -341,3 +344,107 @@ def test_unknown_dataset_id_is_a_user_error(tmp_path: Path, monkeypatch: pytest.
     _dataset(tmp_path, monkeypatch)
     with pytest.raises(UserFacingError, match="-dj"):
         run_cli(["-ref", str(tmp_path), "-pred", str(tmp_path), "-d", "999"])
+
+
+# ------------------------------------------------------------------------------ NSD, presets, lesion-wise, bad inputs
+
+
+def test_nsd_of_shifted_cubes_by_hand() -> None:
+    """4x4x4 cubes shifted one voxel along x: of each cube's 56 surface voxels, the 20 on or next to an x face
+    are 1 mm from the other surface, the other 36 are on it (0 mm). NSD at 0.5 mm = 72/112, at 1 mm = 1."""
+    ref = np.zeros((10, 10, 10), bool)
+    pred = np.zeros_like(ref)
+    ref[2:6, 2:6, 2:6] = True
+    pred[2:6, 2:6, 3:7] = True
+    assert hd95_and_nsd(ref, pred, (1.0, 1.0, 1.0), nsd_tolerance_mm=0.5)[1] == pytest.approx(72 / 112)
+    assert hd95_and_nsd(ref, pred, (1.0, 1.0, 1.0), nsd_tolerance_mm=1.0)[1] == 1.0
+    # 3 mm along x (numpy axis 2): the 16 voxels of the face outside the other cube are 3 mm away (> 2 mm); the
+    # 4 inner voxels of the face inside it are 1 mm (along y or z) from the other cube's side -> 80/112
+    assert hd95_and_nsd(ref, pred, (1.0, 1.0, 3.0), nsd_tolerance_mm=2.0)[1] == pytest.approx(80 / 112)
+    empty = np.zeros_like(ref)
+    assert hd95_and_nsd(empty, empty, (1.0, 1.0, 1.0))[1] == 1.0
+    assert hd95_and_nsd(ref, empty, (1.0, 1.0, 1.0))[1] == 0.0
+
+
+def test_brats_one_empty_presets() -> None:
+    some = np.zeros((4, 5, 6), bool)
+    some[1, 1, 1] = True
+    empty = np.zeros_like(some)
+    assert hd95_mm(some, empty, (1.0, 1.0, 1.0), one_empty="brats2021") == pytest.approx(373.12866)
+    assert hd95_mm(some, empty, (1.0, 1.0, 1.0), one_empty="brats2023") == 374.0
+    assert hd95_mm(some, empty, (1.0, 1.0, 1.0), one_empty="374") == 374.0
+    with pytest.raises(UserFacingError, match="brats2021"):
+        hd95_mm(some, empty, (1.0, 1.0, 1.0), one_empty="brats2019")
+
+
+def test_cli_lesion_wise_and_nsd_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _dataset(tmp_path, monkeypatch)
+    ref = np.zeros((12, 12, 40), np.uint8)
+    ref[2:6, 2:6, 2:6] = 3  # one 64-voxel lesion in WT, TC and ET
+    ref[2:6, 2:6, 30:34] = 1  # a second WT lesion (edema only)
+    pred = np.zeros_like(ref)
+    pred[2:6, 2:6, 2:6] = 3  # first lesion exact, second missed
+    pred[8:12, 8:12, 20:24] = 2  # a false positive in WT and TC
+    write_seg(tmp_path / "ref" / "c1.nii.gz", ref)
+    write_seg(tmp_path / "pred" / "c1.nii.gz", pred)
+    run_cli(["-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-d", "321", "-np", "1",
+             "--lesion-wise", "--nsd-tolerance", "1"])
+    out = tmp_path / "pred" / "slem_metrics"
+    with open(out / "metrics_per_case.csv", encoding="utf-8") as f:
+        rows = {r["region"]: r for r in csv.DictReader(f)}
+    assert list(rows["WT"])[-5:] == ["lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn"]
+    # WT: hit (1, 0), miss (0, 374), false positive (0, 374) -> 1/3 and 748/3
+    assert (float(rows["WT"]["lesion_dice"]), float(rows["WT"]["lesion_hd95"])) == (
+        pytest.approx(1 / 3), pytest.approx(748 / 3))
+    assert (rows["WT"]["lesion_tp"], rows["WT"]["lesion_fp"], rows["WT"]["lesion_fn"]) == ("1", "1", "1")
+    # TC: hit and false positive -> 1/2, 187; ET: the hit alone -> 1, 0
+    assert float(rows["TC"]["lesion_dice"]) == pytest.approx(0.5)
+    assert float(rows["TC"]["lesion_hd95"]) == pytest.approx(187.0)
+    assert (float(rows["ET"]["lesion_dice"]), float(rows["ET"]["lesion_hd95"])) == (1.0, 0.0)
+    assert float(rows["ET"]["nsd"]) == 1.0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["regions"]["WT"]["lesion_dice"]["mean"] == pytest.approx(1 / 3)
+    assert summary["regions"]["WT"]["lesion_fn"]["total"] == 1
+    assert summary["cases"]["c1"]["TC"]["lesion_fp"] == 1
+    assert summary["nsd_tolerance_mm"] == 1.0 and summary["lesion_wise"]["dilation_iters"] == 3
+
+
+def test_lesion_options_reach_the_metrics() -> None:
+    ref = np.zeros((12, 12, 40), bool)
+    ref[2:6, 2:6, 2:6] = ref[2:6, 2:6, 10:14] = True  # merged with 3 dilations, separate with 1
+    pred = np.zeros_like(ref)
+    pred[2:6, 2:6, 2:6] = True
+    region = [Region("fg", (1,))]
+    (row,) = metrics_for_arrays("c", ref.astype(np.uint8), pred.astype(np.uint8), (1.0, 1.0, 1.0), region,
+                                options=MetricOptions(lesion=LesionSettings(dilation_iters=1)))
+    assert (row.lesion_tp, row.lesion_fn, row.lesion_dice) == (1, 1, 0.5)
+
+
+def test_label_values_not_in_dataset_json_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _dataset(tmp_path, monkeypatch)
+    ref = np.zeros((4, 5, 6), np.uint8)
+    pred = ref.copy()
+    pred[0, 0, 0] = 4  # native BraTS 2021 ET, not an nnU-Net label of this dataset
+    write_seg(tmp_path / "ref" / "c1.nii.gz", ref)
+    write_seg(tmp_path / "pred" / "c1.nii.gz", pred)
+    with pytest.raises(UserFacingError, match=r"case c1: prediction .*c1\.nii\.gz has label values \[4\] that "
+                       r"dataset\.json does not define \(it defines \[0, 1, 2, 3\]\)"):
+        run_cli(["-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-d", "321", "-np", "1"])
+
+
+def test_empty_prediction_folder_is_named(tmp_path: Path) -> None:
+    write_seg(tmp_path / "ref" / "c1.nii.gz", np.zeros((4, 5, 6), np.uint8))
+    (tmp_path / "pred").mkdir()
+    with pytest.raises(UserFacingError, match=r"no prediction files ending in '\.nii\.gz' in .*pred; point -pred"):
+        evaluate_folders(tmp_path / "ref", tmp_path / "pred", [Region("fg", (1,))])
+
+
+def test_origin_mismatch_names_the_case(tmp_path: Path) -> None:
+    arr = np.zeros((4, 5, 6), np.uint8)
+    write_seg(tmp_path / "ref" / "bad_case.nii.gz", arr)
+    img = sitk.GetImageFromArray(arr)
+    img.SetOrigin((0.0, 0.0, 5.0))
+    (tmp_path / "pred").mkdir()
+    sitk.WriteImage(img, str(tmp_path / "pred" / "bad_case.nii.gz"))
+    with pytest.raises(UserFacingError, match="case bad_case: reference origin"):
+        evaluate_folders(tmp_path / "ref", tmp_path / "pred", [Region("fg", (1,))])

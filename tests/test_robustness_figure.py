@@ -147,6 +147,97 @@ def test_prediction_argument_forms() -> None:
         parse_prediction("=/x")
 
 
+# ------------------------------------------------------------------------------ lesion-wise Dice, no model
+
+BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+
+
+def _fake_run(tmp_path: Path, monkeypatch, lesion_wise: bool | None):
+    """``run_robustness`` on one constructed BraTS-region case, nnU-Net replaced by stand-ins.
+
+    Reference: a 125-voxel ET cube and a 64-voxel edema cube (WT only). The stand-in model predicts the
+    reference, except without FLAIR, where it misses the edema lesion and adds a 27-voxel ET false positive.
+    """
+    from nnunet_slem.evaluation import robustness
+
+    folder = tmp_path / "Dataset500_B" / "T__P__3d_fullres"
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"")
+    (folder / "plans.json").write_text("{}", encoding="utf-8")
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "FLAIR"}, "labels": BRATS_LABELS, "file_ending": ".nii.gz"
+    }), encoding="utf-8")
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for name in ("c1_0000.nii.gz", "c1_0001.nii.gz"):
+        (images / name).write_bytes(b"")  # never read: preprocessing is replaced
+    (labels / "c1.nii.gz").write_bytes(b"")
+    ref = np.zeros((20, 20, 20), np.uint8)
+    ref[2:7, 2:7, 2:7] = 3
+    ref[12:16, 12:16, 12:16] = 1
+    without_flair = np.where(ref == 1, 0, ref).astype(np.uint8)
+    without_flair[12:15, 2:5, 2:5] = 3
+
+    reader = SimpleNamespace(read_seg=lambda path: (ref[None], {"spacing": [1.0, 1.0, 1.0]}))
+    predictor = SimpleNamespace(
+        configuration_manager=SimpleNamespace(normalization_schemes=["ZScoreNormalization"] * 2,
+                                              use_mask_for_norm=[False, False]),
+        plans_manager=SimpleNamespace(image_reader_writer_class=lambda: reader),
+    )
+    monkeypatch.setattr(robustness, "make_predictor", lambda *args, **kwargs: predictor)
+    monkeypatch.setattr(robustness, "preprocess_case",
+                        lambda pred, files: (np.ones((2, *ref.shape), np.float32), np.ones(ref.shape, bool), {}))
+    monkeypatch.setattr(robustness, "predict_segmentation",
+                        lambda pred, data, props: without_flair if not data[1].any() else ref.copy())
+    return robustness.run_robustness(folder, 0, images, labels, tmp_path / "out", device="cpu", progress=False,
+                                     lesion_wise=lesion_wise)
+
+
+@pytest.mark.parametrize("lesion_wise", [None, True])
+def test_lesion_wise_dice_next_to_global_dice_on_brats_regions(tmp_path: Path, monkeypatch, lesion_wise) -> None:
+    result = _fake_run(tmp_path, monkeypatch, lesion_wise)  # None: on by itself, the regions are WT, TC, ET
+    assert result.lesion is not None and [r.name for r in result.regions] == ["WT", "TC", "ET"]
+    per_case = _read_csv(result.out_dir / "robustness_per_case.csv")
+    assert list(per_case[0]) == ["condition", "removed_channels", "case", "region", "dice", "lesion_dice"]
+    lesion = {(r["condition"], r["region"]): float(r["lesion_dice"]) for r in per_case}
+    assert all(lesion[(c, g)] == 1.0 for c in (ALL_CHANNELS, "no T1") for g in ("WT", "TC", "ET"))
+    # WT: ET cube hit (1), edema lesion missed (0), one false positive (0) -> 1/3; TC, ET: hit + FP -> 1/2
+    assert lesion[("no FLAIR", "WT")] == pytest.approx(1 / 3) and lesion[("no FLAIR", "ET")] == pytest.approx(0.5)
+    summary = {(r["condition"], r["region"]): r for r in _read_csv(result.out_dir / "robustness.csv")}
+    assert list(next(iter(summary.values()))) == ["condition", "removed_channels", "region", "n_cases", "mean_dice",
+                                                  "std_dice", "dice_drop", "mean_lesion_dice", "std_lesion_dice",
+                                                  "lesion_dice_drop"]
+    wt = summary[("no FLAIR", "WT")]
+    assert float(wt["dice_drop"]) == pytest.approx(1 - 250 / 341)  # global: 2*125 / (189 + 152)
+    assert float(wt["lesion_dice_drop"]) == pytest.approx(2 / 3)
+    assert float(summary[("no FLAIR", "TC")]["lesion_dice_drop"]) == pytest.approx(0.5)
+    assert float(summary[(ALL_CHANNELS, "ET")]["lesion_dice_drop"]) == 0.0
+    markdown = (result.out_dir / "robustness.md").read_text(encoding="utf-8")
+    assert "## Lesion-wise Dice (BraTS 2023)" in markdown
+    assert "| condition | removed | WT lesion-wise Dice | WT drop |" in markdown
+    assert "| no FLAIR | FLAIR | 0.3333 | +0.6667 |" in markdown
+
+
+def test_lesion_wise_off_keeps_the_former_tables(tmp_path: Path, monkeypatch) -> None:
+    result = _fake_run(tmp_path, monkeypatch, lesion_wise=False)
+    assert result.lesion is None and "lesion_dice" not in result.per_case[0]
+    with open(result.out_dir / "robustness.csv", encoding="utf-8") as f:
+        assert f.readline().strip() == "condition,removed_channels,region,n_cases,mean_dice,std_dice,dice_drop"
+    with open(result.out_dir / "robustness_per_case.csv", encoding="utf-8") as f:
+        assert f.readline().strip() == "condition,removed_channels,case,region,dice"
+    assert "Lesion-wise" not in (result.out_dir / "robustness.md").read_text(encoding="utf-8")
+
+
+def test_lesion_wise_default_follows_the_brats_regions() -> None:
+    from nnunet_slem.evaluation.lesionwise import has_brats_regions
+
+    assert has_brats_regions(regions_from_labels(BRATS_LABELS)[0])
+    assert has_brats_regions([Region("wt", (1, 2, 3)), Region("TC", (2, 3)), Region("ET", (3,))])
+    assert not has_brats_regions(regions_from_labels({"background": 0, "lesion": [1, 2], "core": [2]})[0])
+    assert not has_brats_regions(regions_from_labels({"background": 0, "whole tumor": 1, "tumor core": 2})[0])
+
+
 # ------------------------------------------------------------------------------- normalisation, no model
 
 

@@ -1,7 +1,9 @@
 """``nnunet-slem robustness``: Dice drop per region when a modality (or a pair) is missing at inference.
 
 Arguments mirror ``nnUNetv2_predict`` (``-d -c -f -tr -p -device -chk``) so the model is named the same way;
-the method and fill conventions are in :mod:`nnunet_slem.evaluation.robustness`.
+the method and fill conventions are in :mod:`nnunet_slem.evaluation.robustness`. On BraTS-region datasets
+(regions WT, TC, ET) BraTS 2023 lesion-wise Dice is reported too, since that is what BraTS ranks by;
+``--lesion-wise`` / ``--no-lesion-wise`` override that choice, with ``evaluate``'s lesion settings.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import argparse
 import os
 from pathlib import Path
 
+from nnunet_slem.commands.evaluate import _non_negative_int
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.evaluation.lesionwise import DEFAULT_DILATION_ITERS, DEFAULT_MIN_LESION_VOXELS, LesionSettings
 
 HELP = "Dice drop per region with each modality (or pair) removed after nnU-Net's normalisation"
 
@@ -42,9 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of --fill noise [0]")
     parser.add_argument("--save-predictions", action="store_true",
                         help="also write every condition's segmentations to OUT/predictions/CONDITION/")
+    parser.add_argument("--lesion-wise", action=argparse.BooleanOptionalAction, default=None,
+                        help="also report BraTS 2023 lesion-wise Dice and its drop [on when the regions include "
+                        "WT, TC and ET (whole tumor, tumor core, enhancing tumor), off otherwise]")
+    parser.add_argument("--lesion-dilation", type=_non_negative_int, default=DEFAULT_DILATION_ITERS, metavar="N",
+                        help=f"dilation iterations that merge and match lesions [{DEFAULT_DILATION_ITERS}: BraTS "
+                        "glioma; 1: meningioma, metastases]")
+    parser.add_argument("--min-lesion-voxels", type=_non_negative_int, default=DEFAULT_MIN_LESION_VOXELS,
+                        metavar="N", help="reference lesions of N voxels or fewer are left out "
+                        f"[{DEFAULT_MIN_LESION_VOXELS}; BraTS-MET: 2]")
     parser.epilog = (
-        "Writes robustness.csv (condition, removed_channels, region, n_cases, mean_dice, std_dice, dice_drop), "
-        "robustness_per_case.csv, robustness.md and robustness.png (heatmap of the drop). "
+        "Writes robustness.csv (condition, removed_channels, region, n_cases, mean_dice, std_dice, dice_drop "
+        "[, mean_lesion_dice, std_lesion_dice, lesion_dice_drop]), robustness_per_case.csv (... dice "
+        "[, lesion_dice]), robustness.md and robustness.png (heatmap of the Dice drop). "
         "Drop = mean Dice with all channels - mean Dice of the condition: positive = worse."
     )
 
@@ -74,7 +88,8 @@ def run(args: argparse.Namespace) -> None:
     result = run_robustness(
         folder, fold, args.images, args.ref, args.out, device=args.device, pairs=args.pairs, fill=args.fill,
         use_mirroring=not args.disable_tta, checkpoint_name=args.checkpoint, seed=args.seed,
-        save_predictions=args.save_predictions,
+        save_predictions=args.save_predictions, lesion_wise=args.lesion_wise,
+        lesion_settings=LesionSettings(args.lesion_dilation, args.min_lesion_voxels),
     )
     print((result.out_dir / "robustness.md").read_text(encoding="utf-8"))
     print(f"wrote {result.out_dir / 'robustness.csv'}, robustness_per_case.csv, robustness.md, robustness.png")

@@ -21,12 +21,15 @@ Conventions (README-ready)
   Both masks empty → **0**. Exactly one empty → by default the **diagonal of the image's field of view**
   (``sqrt(sum((size_i * spacing_i)^2))`` in mm): finite, so means stay defined, and larger than any distance
   that can be measured inside the image, so it is always the worst possible value. Choose
-  ``--one-empty-hd95 nan`` for nnU-Net-like NaN (then summaries average over the finite values only) or a
-  number for a fixed penalty in mm; see ``DEFAULT_ONE_EMPTY_HD95``.
+  ``--one-empty-hd95 nan`` for nnU-Net-like NaN (then summaries average over the finite values only), a
+  number in mm, or a BraTS preset (``ONE_EMPTY_PRESETS``: ``brats2021`` 373.12866, ``brats2023`` 374).
+* **NSD** (normalized surface Dice): (|{r ∈ ∂R: d(r,∂P) ≤ τ}| + |{p ∈ ∂P: d(p,∂R) ≤ τ}|) / (|∂R| + |∂P|), surfaces
+  and distances as for HD95, τ = ``DEFAULT_NSD_TOLERANCE_MM`` by default. Both empty → 1, one empty → 0.
+* **Optional**: BraTS 2023 lesion-wise Dice/HD95 (``lesionwise``), CHAOS RAVD/ASSD/MSSD (``chaos_metrics``).
 * **Volumes**: voxel count × voxel volume (product of spacings), in mL (= cm³ = 1000 mm³).
 * **Cases** are matched by file name; every reference file needs a prediction with the same name (extra
-  predictions are ignored). Reference and prediction must have the same shape and spacing (within
-  ``SPACING_TOLERANCE_MM``).
+  predictions are ignored). Reference and prediction must have the same shape, spacing, origin and direction
+  (within ``SPACING_TOLERANCE_MM``) and, when the caller passes them, only label values dataset.json defines.
 * **Summary**: per region mean, population standard deviation (ddof=0) and median over cases.
 
 Only numpy, scipy and SimpleITK are imported so worker processes start quickly (no torch).
@@ -42,6 +45,7 @@ import multiprocessing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -50,10 +54,19 @@ from scipy import ndimage
 from nnunet_slem.atomic import write_text_atomic
 from nnunet_slem.errors import UserFacingError
 
+if TYPE_CHECKING:
+    from nnunet_slem.evaluation.lesionwise import LesionSettings
+
 #: What HD95 is when exactly one of reference and prediction is empty: "diagonal" (the image's field-of-view
 #: diagonal in mm), or a float in mm (``float("nan")`` reproduces nnU-Net's undefined value).
 DEFAULT_ONE_EMPTY_HD95: str = "diagonal"
 OneEmptyHD95 = str | float
+#: Fixed one-empty HD95 values (mm) of the official BraTS evaluation scripts.
+ONE_EMPTY_PRESETS = {"brats2021": 373.12866, "brats2023": 374.0}
+
+#: NSD tolerance (mm): 2 mm, the value of the BraTS 2025 metrics scripts (dani-capellan/BraTS-2025-Metrics,
+#: ``compute_surface_dice_at_tolerance(..., 2)``); the BraTS 2023 scripts compute no NSD. See docs/evaluation.md.
+DEFAULT_NSD_TOLERANCE_MM = 2.0
 
 #: Largest spacing difference (mm, per axis) tolerated between a reference and its prediction.
 SPACING_TOLERANCE_MM = 1e-3
@@ -61,7 +74,9 @@ SPACING_TOLERANCE_MM = 1e-3
 #: Short names for the BraTS regions, used when these (case-insensitive) names are in dataset.json.
 BRATS_SHORT_NAMES = {"whole tumor": "WT", "tumor core": "TC", "enhancing tumor": "ET"}
 
-CSV_COLUMNS = ("case", "region", "dice", "hd95_mm", "ref_ml", "pred_ml")
+CSV_COLUMNS = ("case", "region", "dice", "hd95_mm", "ref_ml", "pred_ml", "nsd")
+LESION_COLUMNS = ("lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
+CHAOS_COLUMNS = ("ravd_pct", "assd_mm", "mssd_mm")
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,26 @@ class CaseMetrics:
     hd95_mm: float
     ref_ml: float
     pred_ml: float
+    nsd: float = float("nan")
+    # filled only when asked for (MetricOptions): BraTS 2023 lesion-wise, then CHAOS
+    lesion_dice: float | None = None
+    lesion_hd95: float | None = None
+    lesion_tp: int | None = None
+    lesion_fp: int | None = None
+    lesion_fn: int | None = None
+    ravd_pct: float | None = None
+    assd_mm: float | None = None
+    mssd_mm: float | None = None
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """What to compute beyond Dice/HD95/NSD/volumes, and the label values the files may hold."""
+
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM
+    lesion: LesionSettings | None = None  # BraTS 2023 lesion-wise metrics when set
+    chaos: bool = False  # CHAOS RAVD/ASSD/MSSD
+    allowed_labels: tuple[int, ...] | None = None  # None: not checked
 
 
 # ----------------------------------------------------------------------------------------------- regions
@@ -138,22 +173,28 @@ def one_empty_hd95_value(policy: OneEmptyHD95, shape: Sequence[int], spacing: Se
             return image_diagonal_mm(shape, spacing)
         if policy.lower() == "nan":
             return float("nan")
+        if policy.lower() in ONE_EMPTY_PRESETS:
+            return ONE_EMPTY_PRESETS[policy.lower()]
         try:
             return float(policy)
         except ValueError:
             raise UserFacingError(
-                f"unknown one-empty HD95 policy {policy!r}; use 'diagonal', 'nan' or a number in mm"
+                f"unknown one-empty HD95 policy {policy!r}; use 'diagonal', 'nan', "
+                f"{', '.join(repr(k) for k in ONE_EMPTY_PRESETS)} or a number in mm"
             ) from None
     return float(policy)
 
 
-def surface(mask: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` with a face neighbour outside it (the image outside counts as background)."""
+def surface(mask: np.ndarray, border_value: int = 0) -> np.ndarray:
+    """Voxels of ``mask`` with a face neighbour outside it; the image outside counts as background, or as
+    foreground with ``border_value=1`` (the CHAOS convention: no surface along the image border)."""
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=border_value)
 
 
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Box around a non-empty ``mask``, ``margin`` voxels wider per side (clipped): operations reaching no further
+    than the margin give the same result there as on the whole image, much faster (HD95, lesion matching)."""
     coords = np.nonzero(mask)
     return tuple(
         slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n))
@@ -161,35 +202,42 @@ def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     )
 
 
-def surface_distances_mm(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Both directed surface-distance sets, concatenated (ref→pred, then pred→ref); masks must be non-empty.
+def surface_distance_sets(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+                          border_value: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The two directed surface-distance sets (ref→pred, pred→ref) in mm; masks must be non-empty.
 
     Works on the bounding box of the union plus a one-voxel margin: every surface voxel lies inside it, so the
     distance transform there is exact, and the margin is background, so erosion inside the box equals erosion
     in the full image (where the box touches the image border, so does the full image). On BraTS-sized
     volumes this is an order of magnitude faster than transforming the whole image.
     """
-    box = _bounding_box(ref | pred, margin=1)
-    ref_s, pred_s = surface(ref[box]), surface(pred[box])
+    box = bounding_box(ref | pred, margin=1)
+    ref_s, pred_s = surface(ref[box], border_value), surface(pred[box], border_value)
+    if not ref_s.any() or not pred_s.any():  # only with border_value=1 and a mask filling the image
+        return np.empty(0), np.empty(0)
     sampling = [float(s) for s in spacing]
     to_pred = ndimage.distance_transform_edt(~pred_s, sampling=sampling)
     to_ref = ndimage.distance_transform_edt(~ref_s, sampling=sampling)
-    return np.concatenate([to_pred[ref_s], to_ref[pred_s]])
+    return to_pred[ref_s], to_ref[pred_s]
 
 
-def hd95_mm(
-    ref: np.ndarray,
-    pred: np.ndarray,
-    spacing: Sequence[float],
-    one_empty: OneEmptyHD95 = DEFAULT_ONE_EMPTY_HD95,
-) -> float:
+def hd95_mm(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+            one_empty: OneEmptyHD95 = DEFAULT_ONE_EMPTY_HD95) -> float:
     """Symmetric 95th-percentile Hausdorff distance in mm; ``spacing`` is per numpy axis of the masks."""
+    return hd95_and_nsd(ref, pred, spacing, one_empty)[0]
+
+
+def hd95_and_nsd(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+                 one_empty: OneEmptyHD95 = DEFAULT_ONE_EMPTY_HD95,
+                 nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM) -> tuple[float, float]:
+    """HD95 (as :func:`hd95_mm`) and NSD at ``nsd_tolerance_mm`` from one computation of the distances."""
     ref_any, pred_any = bool(ref.any()), bool(pred.any())
     if not ref_any and not pred_any:
-        return 0.0
+        return 0.0, 1.0
     if ref_any != pred_any:
-        return one_empty_hd95_value(one_empty, ref.shape, spacing)
-    return float(np.percentile(surface_distances_mm(ref, pred, spacing), 95))
+        return one_empty_hd95_value(one_empty, ref.shape, spacing), 0.0
+    both = np.concatenate(surface_distance_sets(ref, pred, spacing))
+    return float(np.percentile(both, 95)), float(np.count_nonzero(both <= nsd_tolerance_mm) / both.size)
 
 
 def region_mask(seg: np.ndarray, region: Region) -> np.ndarray:
@@ -221,23 +269,37 @@ def metrics_for_arrays(
     regions: Sequence[Region],
     ignore_label: int | None = None,
     one_empty: OneEmptyHD95 = DEFAULT_ONE_EMPTY_HD95,
+    options: MetricOptions | None = None,
 ) -> list[CaseMetrics]:
     """All metrics of one case; ``spacing`` is per numpy axis (z, y, x for SimpleITK arrays)."""
+    opts = options or MetricOptions()
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
     for region in regions:
         r, p = region_masks(ref, pred, region, ignore_label)
-        rows.append(
-            CaseMetrics(
-                case=case,
-                region=region.name,
-                dice=dice(r, p),
-                hd95_mm=hd95_mm(r, p, spacing, one_empty),
-                ref_ml=int(r.sum()) * voxel_ml,
-                pred_ml=int(p.sum()) * voxel_ml,
-            )
-        )
+        hd95, nsd_value = hd95_and_nsd(r, p, spacing, one_empty, opts.nsd_tolerance_mm)
+        extra: dict = {}
+        if opts.lesion is not None:
+            from nnunet_slem.evaluation.lesionwise import lesion_fields
+
+            extra.update(lesion_fields(r, p, spacing, opts.lesion))
+        if opts.chaos:
+            from nnunet_slem.evaluation.chaos_metrics import chaos_fields
+
+            extra.update(chaos_fields(r, p, spacing, one_empty))
+        rows.append(CaseMetrics(case, region.name, dice(r, p), hd95, int(r.sum()) * voxel_ml,
+                                int(p.sum()) * voxel_ml, nsd_value, **extra))
     return rows
+
+
+def _check_labels(case: str, what: str, path: str | Path, arr: np.ndarray, allowed: Sequence[int]) -> None:
+    if not np.isin(arr, allowed).all():
+        unknown = sorted(int(v) for v in np.setdiff1d(np.unique(arr), allowed))
+        raise UserFacingError(
+            f"case {case}: {what} {path} has label values {unknown} that dataset.json does not define "
+            f"(it defines {list(allowed)}); pass the dataset the model was trained on (-d/-dj), or convert the "
+            "segmentations to its labels (e.g. nnunet-slem convert brats for native BraTS labels)."
+        )
 
 
 def evaluate_case(
@@ -247,6 +309,7 @@ def evaluate_case(
     regions: Sequence[Region],
     ignore_label: int | None = None,
     one_empty: OneEmptyHD95 = DEFAULT_ONE_EMPTY_HD95,
+    options: MetricOptions | None = None,
 ) -> list[CaseMetrics]:
     """Read one reference/prediction pair and compute its metrics; geometry must agree."""
     ref_img, pred_img = sitk.ReadImage(str(ref_file)), sitk.ReadImage(str(pred_file))
@@ -256,16 +319,19 @@ def evaluate_case(
             f"size {pred_img.GetSize()}; predictions must be on the reference grid (export them with "
             "nnU-Net's predict, which resamples to the original geometry)."
         )
-    ref_sp, pred_sp = np.array(ref_img.GetSpacing()), np.array(pred_img.GetSpacing())
-    if np.max(np.abs(ref_sp - pred_sp)) > SPACING_TOLERANCE_MM:
-        raise UserFacingError(
-            f"case {case}: reference spacing {tuple(ref_sp)} != prediction spacing {tuple(pred_sp)} "
-            f"(tolerance {SPACING_TOLERANCE_MM} mm); predictions must be on the reference grid."
-        )
-    spacing = tuple(float(s) for s in ref_sp[::-1])  # SimpleITK arrays are (z, y, x)
-    ref = sitk.GetArrayViewFromImage(ref_img)
-    pred = sitk.GetArrayViewFromImage(pred_img)
-    return metrics_for_arrays(case, ref, pred, spacing, regions, ignore_label, one_empty)
+    for what, get in (("spacing", "GetSpacing"), ("origin", "GetOrigin"), ("direction", "GetDirection")):
+        a, b = np.array(getattr(ref_img, get)()), np.array(getattr(pred_img, get)())
+        if np.max(np.abs(a - b)) > SPACING_TOLERANCE_MM:
+            raise UserFacingError(
+                f"case {case}: reference {what} {tuple(a)} != prediction {what} {tuple(b)} "
+                f"(tolerance {SPACING_TOLERANCE_MM}); predictions must be on the reference grid."
+            )
+    spacing = tuple(float(s) for s in ref_img.GetSpacing()[::-1])  # SimpleITK arrays are (z, y, x)
+    ref, pred = sitk.GetArrayViewFromImage(ref_img), sitk.GetArrayViewFromImage(pred_img)
+    if options is not None and options.allowed_labels is not None:
+        _check_labels(case, "reference", ref_file, ref, options.allowed_labels)
+        _check_labels(case, "prediction", pred_file, pred, options.allowed_labels)
+    return metrics_for_arrays(case, ref, pred, spacing, regions, ignore_label, one_empty, options)
 
 
 # ------------------------------------------------------------------------------------------------ folders
@@ -273,16 +339,16 @@ def evaluate_case(
 
 def match_cases(ref_dir: Path, pred_dir: Path, file_ending: str) -> list[tuple[str, Path, Path]]:
     """(case, ref file, pred file) for every reference file; missing predictions are an error."""
-    if not ref_dir.is_dir():
-        raise UserFacingError(f"reference folder {ref_dir} does not exist")
-    if not pred_dir.is_dir():
-        raise UserFacingError(f"prediction folder {pred_dir} does not exist")
+    for what, folder in (("reference", ref_dir), ("prediction", pred_dir)):
+        if not folder.is_dir():
+            raise UserFacingError(f"{what} folder {folder} does not exist")
+        if not any(p.is_file() and p.name.endswith(file_ending) for p in folder.iterdir()):
+            raise UserFacingError(
+                f"no {what} files ending in {file_ending!r} in {folder}; point "
+                f"{'-ref at a labelsTr-like' if what == 'reference' else '-pred at nnUNetv2_predict output'} "
+                "folder (the file ending comes from dataset.json)"
+            )
     ref_names = sorted(p.name for p in ref_dir.iterdir() if p.is_file() and p.name.endswith(file_ending))
-    if not ref_names:
-        raise UserFacingError(
-            f"no reference files ending in {file_ending!r} in {ref_dir}; point -ref at a labelsTr-like "
-            "folder (the file ending comes from dataset.json)"
-        )
     missing = [n for n in ref_names if not (pred_dir / n).is_file()]
     if missing:
         shown = ", ".join(missing[:50]) + (f" ... and {len(missing) - 50} more" if len(missing) > 50 else "")
@@ -306,10 +372,11 @@ def evaluate_folders(
     ignore_label: int | None = None,
     one_empty: OneEmptyHD95 = DEFAULT_ONE_EMPTY_HD95,
     num_processes: int = 1,
+    options: MetricOptions | None = None,
 ) -> list[CaseMetrics]:
     """Metrics for every reference case, in case order then region order."""
     matched = match_cases(Path(ref_dir), Path(pred_dir), file_ending)
-    jobs = [(case, r, p, list(regions), ignore_label, one_empty) for case, r, p in matched]
+    jobs = [(case, r, p, list(regions), ignore_label, one_empty, options) for case, r, p in matched]
     if num_processes <= 1 or len(jobs) == 1:
         per_case = [_evaluate_star(j) for j in jobs]
     else:
@@ -330,8 +397,14 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"mean": float(finite.mean()), "std": float(finite.std()), "median": float(np.median(finite))}
 
 
+def _optional_columns(rows: Sequence[CaseMetrics]) -> tuple[str, ...]:
+    """The lesion-wise / CHAOS columns, when those metrics were computed."""
+    groups = (LESION_COLUMNS, CHAOS_COLUMNS)
+    return tuple(c for g in groups if any(getattr(r, g[0]) is not None for r in rows) for c in g)
+
+
 def summarize(rows: Sequence[CaseMetrics], regions: Sequence[Region]) -> dict:
-    """Per region: n cases, and mean/std/median of Dice and HD95 (HD95 over its finite values)."""
+    """Per region: n cases, mean/std/median of every metric over its finite values; lesion counts' totals."""
     out: dict = {}
     for region in regions:
         sel = [r for r in rows if r.region == region.name]
@@ -341,39 +414,35 @@ def summarize(rows: Sequence[CaseMetrics], regions: Sequence[Region]) -> dict:
             "n": len(sel),
             "dice": _stats([r.dice for r in sel]),
             "hd95_mm": {**_stats(hd), "n_finite": sum(not math.isnan(v) for v in hd)},
+            "nsd": _stats([r.nsd for r in sel]),
         }
+        for col in _optional_columns(rows):
+            values = [float(getattr(r, col)) for r in sel]
+            out[region.name][col] = _stats(values)
+            if col in ("lesion_tp", "lesion_fp", "lesion_fn"):
+                out[region.name][col]["total"] = int(sum(values))
     return out
 
 
 def _fmt(v: float) -> str:
-    return "nan" if math.isnan(v) else repr(float(v))
+    return "nan" if math.isnan(v) else repr(v)
 
 
 def write_outputs(rows: Sequence[CaseMetrics], summary: dict, out_dir: str | Path, meta: dict) -> None:
-    """``metrics_per_case.csv`` and ``summary.json``, each replaced atomically (no half-written file)."""
+    """``metrics_per_case.csv`` and ``summary.json`` (per region, then per case), each written atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    columns = CSV_COLUMNS + _optional_columns(rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
+    cases: dict[str, dict] = {}
     for r in rows:
         d = asdict(r)
-        writer.writerow([d["case"], d["region"], *(_fmt(d[k]) for k in CSV_COLUMNS[2:])])
+        writer.writerow([d["case"], d["region"], *(_fmt(d[k]) for k in columns[2:])])
+        cases.setdefault(r.case, {})[r.region] = {
+            k: None if isinstance(d[k], float) and math.isnan(d[k]) else d[k] for k in columns[2:]
+        }
     write_text_atomic(out / "metrics_per_case.csv", buf.getvalue())
-    doc = {**meta, "regions": summary}
+    doc = {**meta, "regions": summary, "cases": cases}
     write_text_atomic(out / "summary.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
-
-
-def format_table(summary: dict) -> str:
-    """A small fixed-width table of the summary for the terminal."""
-
-    def pm(stats: dict) -> str:
-        if stats["mean"] is None:
-            return "n/a"
-        return f"{stats['mean']:.4f} ± {stats['std']:.4f} (median {stats['median']:.4f})"
-
-    name_w = max(6, *(len(k) for k in summary))
-    lines = [f"{'region':<{name_w}}  {'n':>4}  {'Dice mean ± std':<36}  HD95 mm mean ± std"]
-    for name, s in summary.items():
-        lines.append(f"{name:<{name_w}}  {s['n']:>4}  {pm(s['dice']):<36}  {pm(s['hd95_mm'])}")
-    return "\n".join(lines)

@@ -37,15 +37,17 @@ Fill conventions
 Dice per case and region follows :mod:`nnunet_slem.evaluation.metrics` (regions from dataset.json, both empty =
 1, ignore label left out). The **drop** of a condition is ``mean Dice(all channels) - mean Dice(condition)``
 over the same cases: positive = worse without those channels, 0 for the all-channels row by construction.
+
+On BraTS-region datasets (regions WT, TC and ET, see ``lesionwise.has_brats_regions``) the same is reported
+for BraTS 2023 lesion-wise Dice (:mod:`nnunet_slem.evaluation.lesionwise`), since global Dice hides a model that
+loses the small lesions when a sequence is missing; ``lesion_wise`` turns it on or off for any dataset. The
+report (CSV, Markdown, heatmap) is written by :mod:`nnunet_slem.evaluation.robustness_report`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
-import math
 import os
 import re
 import tempfile
@@ -58,9 +60,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nnunet_slem.atomic import write_bytes_atomic
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.evaluation.lesionwise import LesionSettings, has_brats_regions, lesion_dice_per_region
 from nnunet_slem.evaluation.metrics import Region, dice_per_region, regions_from_labels
+from nnunet_slem.evaluation.robustness_report import summarize_robustness, write_robustness
 
 if TYPE_CHECKING:  # torch and nnU-Net are imported where needed, so this module's helpers import fast
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -69,9 +72,6 @@ FILLS = ("zero", "noise")
 ALL_CHANNELS = "all channels"
 #: Normalisation schemes after which 0 is the channel's mean intensity (the premise of ``fill="zero"``).
 ZERO_MEAN_SCHEMES = ("ZScoreNormalization", "CTNormalization")
-
-SUMMARY_COLUMNS = ("condition", "removed_channels", "region", "n_cases", "mean_dice", "std_dice", "dice_drop")
-PER_CASE_COLUMNS = ("condition", "removed_channels", "case", "region", "dice")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class RobustnessResult:
     summary: list[dict[str, Any]]
     out_dir: Path
     meta: dict[str, Any] = field(default_factory=dict)
+    lesion: LesionSettings | None = None  # set when per_case and summary hold lesion-wise Dice
 
 
 # ------------------------------------------------------------------------------------------ conditions
@@ -307,36 +308,6 @@ def predict_segmentation(predictor: nnUNetPredictor, data: np.ndarray, propertie
 # ------------------------------------------------------------------------------------------------ run
 
 
-def summarize_robustness(
-    per_case: Sequence[dict[str, Any]],
-    conditions: Sequence[Condition],
-    regions: Sequence[Region],
-    channel_names: Sequence[str],
-) -> list[dict[str, Any]]:
-    """One row per (condition, region): mean and population std of Dice, and the drop vs all channels."""
-    by_key: dict[tuple[str, str], list[float]] = {}
-    for row in per_case:
-        by_key.setdefault((row["condition"], row["region"]), []).append(float(row["dice"]))
-    summary = []
-    for region in regions:
-        baseline = float(np.mean(by_key[(conditions[0].name, region.name)]))
-        for cond in conditions:
-            values = np.array(by_key[(cond.name, region.name)], dtype=float)
-            mean = float(values.mean())
-            summary.append({
-                "condition": cond.name,
-                "removed_channels": ";".join(channel_names[c] for c in cond.removed),
-                "region": region.name,
-                "n_cases": int(values.size),
-                "mean_dice": mean,
-                "std_dice": float(values.std()),
-                "dice_drop": 0.0 if not cond.removed else baseline - mean,
-            })
-    order = {c.name: i for i, c in enumerate(conditions)}
-    summary.sort(key=lambda r: order[r["condition"]])  # stable: condition-major, regions in dataset order
-    return summary
-
-
 def run_robustness(
     model_folder: str | os.PathLike,
     fold: str | int,
@@ -352,12 +323,16 @@ def run_robustness(
     cases: Sequence[str] | None = None,
     save_predictions: bool = False,
     progress: bool = True,
+    lesion_wise: bool | None = None,
+    lesion_settings: LesionSettings | None = None,
 ) -> RobustnessResult:
     """Predict every case under every condition, write the report to ``out_dir`` and return it.
 
     ``out_dir`` defaults to ``model_folder/fold_<fold>/robustness``. ``cases`` restricts the run to those case
     names (all cases in ``images_dir`` otherwise). With ``save_predictions`` the segmentations of every
     condition are exported to ``out_dir/predictions/<condition>/`` (usable by ``nnunet-slem figure``).
+    ``lesion_wise`` adds BraTS 2023 lesion-wise Dice with ``lesion_settings`` (default: BraTS glioma's); None =
+    on exactly for datasets with the regions WT, TC and ET.
     """
     from tqdm import tqdm
 
@@ -372,6 +347,9 @@ def run_robustness(
     file_ending = dataset_json.get("file_ending", ".nii.gz")
     conditions = make_conditions(channel_names, pairs)
     regions, ignore_label = regions_from_labels(dataset_json["labels"])
+    if lesion_wise is None:
+        lesion_wise = has_brats_regions(regions)
+    lesion = (lesion_settings or LesionSettings()) if lesion_wise else None
 
     image_cases = list_image_cases(Path(images_dir), file_ending, channel_names)
     if cases is not None:
@@ -400,10 +378,12 @@ def run_robustness(
     with tempfile.TemporaryDirectory(prefix=".robustness-cache-", dir=out) as cache_dir:
         cache = Path(cache_dir)
         properties: dict[str, dict] = {}
+        ref_spacing: dict[str, list[float]] = {}  # per array axis (nnU-Net readers' order), for lesion HD95s
         for i, (case, files) in enumerate(tqdm(list(image_cases.items()), desc="preprocessing",
                                                disable=not progress)):
             data, mask, properties[case] = preprocess_case(predictor, files)
-            ref, _ = reader.read_seg(str(refs[case]))
+            ref, ref_properties = reader.read_seg(str(refs[case]))
+            ref_spacing[case] = [float(s) for s in ref_properties["spacing"]]
             np.save(cache / f"{i}_data.npy", data)
             np.save(cache / f"{i}_mask.npy", mask)
             np.save(cache / f"{i}_ref.npy", np.asarray(ref[0]))
@@ -428,14 +408,14 @@ def run_robustness(
                     pred_dir = out / "predictions" / _folder_name(cond)
                     pred_dir.mkdir(parents=True, exist_ok=True)
                     reader.write_seg(seg, str(pred_dir / f"{case}{file_ending}"), properties[case])
-                for region, d in zip(regions, dice_per_region(ref, seg, regions, ignore_label)):
-                    per_case.append({
-                        "condition": cond.name,
-                        "removed_channels": ";".join(channel_names[c] for c in cond.removed),
-                        "case": case,
-                        "region": region.name,
-                        "dice": d,
-                    })
+                removed = ";".join(channel_names[c] for c in cond.removed)
+                scores = {"dice": dice_per_region(ref, seg, regions, ignore_label)}
+                if lesion is not None:
+                    scores["lesion_dice"] = lesion_dice_per_region(ref, seg, regions, ignore_label,
+                                                                   ref_spacing[case], lesion)
+                for k, region in enumerate(regions):
+                    per_case.append({"condition": cond.name, "removed_channels": removed, "case": case,
+                                     "region": region.name, **{m: v[k] for m, v in scores.items()}})
 
     summary = summarize_robustness(per_case, conditions, regions, channel_names)
     meta = {
@@ -451,110 +431,10 @@ def run_robustness(
         "normalization": {name: s for name, s in zip(channel_names, schemes)},
         "use_mask_for_norm": {name: m for name, m in zip(channel_names, use_mask_for_norm)},
     }
-    result = RobustnessResult(conditions, regions, channel_names, per_case, summary, out, meta)
+    result = RobustnessResult(conditions, regions, channel_names, per_case, summary, out, meta, lesion)
     write_robustness(result)
     return result
 
 
 def _folder_name(cond: Condition) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", cond.name)
-
-
-# --------------------------------------------------------------------------------------------- output
-
-
-def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([repr(float(row[c])) if isinstance(row[c], float) else row[c] for c in columns])
-    return buf.getvalue()
-
-
-def _no_negative_zero(value: float, digits: int) -> float:
-    """``value`` rounded, with -0.0 turned into 0.0 so a table never shows "-0.000" for no change."""
-    return round(value, digits) + 0.0
-
-
-def format_markdown(result: RobustnessResult) -> str:
-    """A table per condition: mean Dice and drop for each region, plus the settings that produced it."""
-    names = [r.name for r in result.regions]
-    cell = {(r["condition"], r["region"]): r for r in result.summary}
-    header = "| condition | removed | " + " | ".join(f"{n} Dice | {n} drop" for n in names) + " |"
-    rule = "|---|---|" + "---:|---:|" * len(names)
-    lines = [
-        "# Missing-modality robustness",
-        "",
-        f"Model `{result.meta.get('model_folder', '')}`, fold {result.meta.get('fold', '')}; "
-        f"{result.meta.get('n_cases', '')} cases; fill `{result.meta.get('fill', '')}` after nnU-Net's "
-        f"normalisation; TTA mirroring {'on' if result.meta.get('tta_mirroring') else 'off'}.",
-        "Drop = mean Dice with all channels - mean Dice of the condition (positive = worse).",
-    ]
-    norm = result.meta.get("normalization", {})
-    if norm:
-        masks = result.meta.get("use_mask_for_norm", {})
-        lines.append("Normalisation: " + ", ".join(
-            f"{name} {scheme}{' (in non-zero mask)' if masks.get(name) else ''}" for name, scheme in norm.items()
-        ) + ".")
-    lines += [
-        "",
-        header,
-        rule,
-    ]
-    for cond in result.conditions:
-        removed = ", ".join(result.channel_names[c] for c in cond.removed) or "-"
-        values = " | ".join(
-            f"{cell[(cond.name, n)]['mean_dice']:.4f} | {_no_negative_zero(cell[(cond.name, n)]['dice_drop'], 4):+.4f}"
-            for n in names
-        )
-        lines.append(f"| {cond.name} | {removed} | {values} |")
-    return "\n".join(lines) + "\n"
-
-
-def drop_matrix(result: RobustnessResult) -> np.ndarray:
-    """Dice drop as (conditions, regions)."""
-    cell = {(r["condition"], r["region"]): r["dice_drop"] for r in result.summary}
-    return np.array([[cell[(c.name, r.name)] for r in result.regions] for c in result.conditions], dtype=float)
-
-
-def plot_heatmap(result: RobustnessResult, path: Path) -> None:
-    """Heatmap of Dice drops: diverging colormap centred at 0 (red = worse), every cell annotated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import TwoSlopeNorm
-
-    values = drop_matrix(result)
-    finite = values[np.isfinite(values)]
-    limit = max(float(np.abs(finite).max()) if finite.size else 0.0, 0.01)
-    rows, cols = values.shape
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * cols, 0.9 + 0.42 * rows), constrained_layout=True)
-    image = ax.imshow(values, cmap="RdBu_r", norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit),
-                      aspect="auto")
-    for i in range(rows):
-        for j in range(cols):
-            v = values[i, j]
-            text = "nan" if math.isnan(v) else f"{_no_negative_zero(v, 3):+.3f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if abs(v) > 0.6 * limit else "black")
-    ax.set_xticks(range(cols), [r.name for r in result.regions])
-    ax.set_yticks(range(rows), [c.name for c in result.conditions])
-    ax.set_xlabel("region")
-    ax.set_title(f"Dice drop vs all channels (fill: {result.meta.get('fill', '?')})", fontsize=10)
-    fig.colorbar(image, ax=ax, label="Dice drop (positive = worse)")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def write_robustness(result: RobustnessResult) -> None:
-    """``robustness.csv``, ``robustness_per_case.csv``, ``robustness.md``, ``robustness.png`` (atomic each)."""
-    out = result.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / "robustness.csv", _csv_text(result.summary, SUMMARY_COLUMNS).encode())
-    write_bytes_atomic(out / "robustness_per_case.csv", _csv_text(result.per_case, PER_CASE_COLUMNS).encode())
-    write_bytes_atomic(out / "robustness.md", format_markdown(result).encode())
-    plot_heatmap(result, out / "robustness.png")
