@@ -19,7 +19,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,14 +75,30 @@ class SyntheticCase:
     spacing_xyz: tuple[float, float, float]
 
 
+@dataclass(frozen=True)
+class Anatomy:
+    """Another case generator for one of :data:`MODALITIES`, written by the same machinery.
+
+    The hook lets other anatomies (e.g. :mod:`nnunet_slem.data.icbm_brain`) reuse validation, the layout,
+    ``dataset.json`` and the atomic publish instead of copying them; the channel names and labels stay those
+    of the modalities, so downstream code cannot tell the anatomies apart.
+    """
+
+    suffix: str  # dataset folder suffix, e.g. "SLeMICBMBraTS"
+    description: str
+    generate: Callable[[int, int], SyntheticCase]  # (seed, case index) -> case; must depend on nothing else
+    meta: Mapping[str, object]  # merged into dataset.json last (e.g. "generator", "licence")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------------
 
 
-def dataset_name(dataset_id: int, modalities: str) -> str:
+def dataset_name(dataset_id: int, modalities: str, anatomy: Anatomy | None = None) -> str:
     """The nnU-Net folder name, e.g. ``Dataset501_SLeMSynthBraTS``."""
-    return f"Dataset{dataset_id:03d}_{_DATASET_SUFFIX[modalities]}"
+    suffix = anatomy.suffix if anatomy is not None else _DATASET_SUFFIX[modalities]
+    return f"Dataset{dataset_id:03d}_{suffix}"
 
 
 def case_ids(n: int, start: int = 0, width: int = 3) -> list[str]:
@@ -111,8 +127,11 @@ def make_dataset(
     seed: int = 0,
     shape: tuple[int, int, int] = (48, 48, 48),
     overwrite: bool = False,
+    anatomy: Anatomy | None = None,
 ) -> Path:
     """Write ``Dataset{ID:03d}_SLeMSynth{BraTS,CHAOS}`` into ``raw_root`` (default ``$nnUNet_raw``).
+
+    ``anatomy`` replaces the built-in phantom (then ``shape`` is unused) and names the folder.
 
     The dataset is built in a hidden temporary sibling folder and renamed into place only once complete, so
     an interrupted run never leaves a half-written dataset that nnU-Net would pick up. With ``overwrite`` an
@@ -123,13 +142,13 @@ def make_dataset(
     modalities = _check_modalities(modalities)
     shape = _validate(dataset_id, n_cases, n_test, seed, shape)
     root = nnunet_raw_dir(raw_root, override_flag="--raw")
-    name = dataset_name(dataset_id, modalities)
+    name = dataset_name(dataset_id, modalities, anatomy)
     _check_existing(root, dataset_id, name, overwrite)
 
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
     try:
-        _write_dataset(staging, modalities, n_cases, n_test, seed, shape)
+        _write_dataset(staging, modalities, n_cases, n_test, seed, shape, anatomy)
         return _publish(staging, root, dataset_id, name, overwrite)
     finally:
         # After a successful publish the staging folder no longer exists; after any failure (including
@@ -228,7 +247,13 @@ def _publish(staging: Path, root: Path, dataset_id: int, name: str, overwrite: b
 
 
 def _write_dataset(
-    folder: Path, modalities: str, n_cases: int, n_test: int, seed: int, shape: tuple[int, int, int]
+    folder: Path,
+    modalities: str,
+    n_cases: int,
+    n_test: int,
+    seed: int,
+    shape: tuple[int, int, int],
+    anatomy: Anatomy | None = None,
 ) -> None:
     width = max(3, len(str(n_cases + n_test - 1)))
     splits = (
@@ -239,14 +264,21 @@ def _write_dataset(
         (folder / images_dir).mkdir()
         (folder / labels_dir).mkdir()
         for offset, case_id in enumerate(ids):
-            case = generate_case(modalities, seed, first_index + offset, shape)
+            index = first_index + offset
+            case = (anatomy.generate(seed, index) if anatomy is not None
+                    else generate_case(modalities, seed, index, shape))
             _write_case(folder / images_dir, folder / labels_dir, case_id, case)
-    meta = _dataset_json(modalities, n_cases, n_test, seed, shape)
+    meta = _dataset_json(modalities, n_cases, n_test, seed, shape, anatomy)
     (folder / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
 
 
 def _dataset_json(
-    modalities: str, n_cases: int, n_test: int, seed: int, shape: tuple[int, int, int]
+    modalities: str,
+    n_cases: int,
+    n_test: int,
+    seed: int,
+    shape: tuple[int, int, int],
+    anatomy: Anatomy | None = None,
 ) -> dict[str, object]:
     meta: dict[str, object] = {
         "name": _DATASET_SUFFIX[modalities],
@@ -262,6 +294,8 @@ def _dataset_json(
     }
     if modalities == "brats":
         meta["regions_class_order"] = [1, 2, 3]
+    if anatomy is not None:
+        meta.update(name=anatomy.suffix, description=anatomy.description, **anatomy.meta)
     return meta
 
 
