@@ -120,3 +120,100 @@ def test_zscore_leaves_a_histogram_shape_shortcut(shape_audits: dict[str, AuditR
 def test_rank_normalisation_closes_the_histogram_shortcut(shape_audits: dict[str, AuditResult]) -> None:
     result = shape_audits["rank"]
     assert result.accuracy < 2 * result.chance, result.summary()
+
+
+# ------------------------------------------------------------ zero background: the use_mask_for_norm defect
+
+
+def _audit(cfg: SLeMPretextConfig, sample: Callable[[int], torch.Tensor], m: int = M) -> AuditResult:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_audit(SLeMPretext(cfg, num_modalities=m, spatial_dims=3), sample, n_train=600, n_test=300,
+                         steps=200)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_rank_normalisation_leaves_no_background_fingerprint() -> None:
+    """Skull-stripped data z-scored inside the brain, background exactly 0 (nnU-Net's ``use_mask_for_norm``):
+    ranked with the brain, the background tie lands at a modality-dependent quantile. With the default
+    (foreground-only) normalisation the audit must stay near chance."""
+    from tests.test_pretext_slem import skull_stripped
+
+    result = _audit(SLeMPretextConfig(), skull_stripped(1))
+    assert result.accuracy < 2 * result.chance, result.summary()
+
+
+def test_whole_block_ranks_on_zero_background_are_a_shortcut() -> None:
+    """The old behaviour (still reachable with ``foreground_only=False``) on the same data: far above chance,
+    which shows the data of the test above does carry the shortcut."""
+    from tests.test_pretext_slem import skull_stripped
+
+    result = _audit(SLeMPretextConfig(foreground_only=False), skull_stripped(1))
+    assert result.group_accuracies["histogram"] > 4 * result.chance, result.summary()
+
+
+# ------------------------------------------------------------------------------ seam and texture features
+
+
+def smooth_fields(sigmas: tuple[float, ...], seed: int = 0, shape: tuple[int, ...] = SHAPE):
+    """Channel ``c``: independent white noise blurred with a Gaussian of ``sigmas[c]`` voxels. After rank
+    normalisation every block and channel has the same histogram; only space tells them apart."""
+    g = torch.Generator().manual_seed(seed)
+
+    def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        radius = max(1, int(3 * sigma))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (t / sigma) ** 2)
+        k = k / k.sum()
+        x = torch.nn.functional.pad(x, (radius,) * 6, mode="replicate")
+        for axis in range(3):
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + axis] = len(k)
+            x = torch.nn.functional.conv3d(x, k.reshape(shape))
+        return x
+
+    def sample(n: int) -> torch.Tensor:
+        noise = torch.randn((n, len(sigmas), *shape), generator=g)
+        return torch.cat([blur(noise[:, c : c + 1], s) for c, s in enumerate(sigmas)], dim=1)
+
+    return sample
+
+
+def test_seam_features_see_continuity_where_histograms_cannot() -> None:
+    result = _audit(SLeMPretextConfig(), smooth_fields((2.0, 2.0, 2.0), seed=3))
+    acc = result.group_accuracies
+    assert set(acc) == {"histogram", "seam", "texture"}
+    assert acc["histogram"] < 2 * result.chance, result.summary()
+    assert acc["seam"] > 0.5, result.summary()
+    assert result.accuracy > 0.5, result.summary()
+
+
+def test_texture_features_see_roughness() -> None:
+    result = _audit(SLeMPretextConfig(), smooth_fields((0.6, 1.5, 3.0), seed=4))
+    acc = result.group_accuracies
+    assert acc["histogram"] < 2 * result.chance, result.summary()
+    assert acc["texture"] > 0.5, result.summary()
+
+
+def test_seam_features_shape_and_continuity() -> None:
+    from nnunet_slem.pretext.audit import seam_features, texture_features
+
+    pretext = SLeMPretext(SLeMPretextConfig(), num_modalities=M, spatial_dims=3)
+    images = smooth_fields((2.0, 2.0, 2.0))(4)
+    layouts = pretext.sample_layouts(SHAPE, 4, torch.Generator().manual_seed(0))
+    out = pretext.apply(images, torch.zeros(4, dtype=torch.long), layouts)  # identity: every channel continues
+    feats = seam_features(out, layouts).reshape(4, 4, M, M, 2)  # 2x2x1 grid: 4 adjacent pairs
+    corr = feats[..., 0]
+    diagonal = torch.diagonal(corr, dim1=-2, dim2=-1)
+    off = corr.masked_select(~torch.eye(M, dtype=torch.bool))
+    assert diagonal.mean() > 0.7 and off.abs().mean() < 0.3
+    assert texture_features(out, layouts).shape == (4, 4 * M * 5)
+
+
+def test_summary_names_every_group(audits: dict[str, AuditResult]) -> None:
+    line = audits["on"].summary()
+    assert all(g in line for g in ("histogram", "seam", "texture")) and "\n" not in line
+    d = json.loads(json.dumps(audits["on"].to_dict()))
+    assert set(d["group_accuracies"]) == {"histogram", "seam", "texture"}

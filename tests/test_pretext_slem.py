@@ -336,3 +336,122 @@ def test_sync_free_gaussian_rank_equals_mean_ranks_bit_for_bit(ties):
     elif ties == "background":
         x[:, :2000] = 0.0  # a large tie group, as outside the body
     assert torch.equal(_gaussian_rank(x), _mean_rank_reference(x))
+
+
+# ----------------------------------------------------------------------- zero background (use_mask_for_norm)
+
+
+def skull_stripped(seed: int = 0, shape: tuple[int, ...] = (16, 16, 16), m: int = 3):
+    """BraTS-like patches as nnU-Net hands them over with ``use_mask_for_norm``: a brain (an ellipsoid at a
+    random place, so blocks hold different background shares) whose channels are differently skewed
+    transforms of shared anatomy plus noise (Gaussian, right-skewed, left-skewed), each z-scored inside the
+    brain; the background exactly 0 in every channel."""
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))
+    size = torch.tensor(shape, dtype=torch.float32).reshape(3, 1, 1, 1)
+    # increasing transforms (all channels rise with the anatomy, as tissue contrasts would in a rank sense),
+    # skewed to the right and to the left
+    transforms = [lambda v: v, lambda v: torch.exp(1.2 * v), lambda v: -torch.exp(-1.2 * v)]
+
+    def sample(n: int) -> torch.Tensor:
+        out = torch.zeros((n, m, *shape))
+        for i in range(n):
+            centre = size * (0.2 + 0.6 * torch.rand(3, 1, 1, 1, generator=g))
+            radii = size * (0.35 + 0.25 * torch.rand(3, 1, 1, 1, generator=g))
+            brain = (((grid - centre) / radii) ** 2).sum(0) < 1
+            anatomy = torch.randn(shape, generator=g)
+            for c in range(m):
+                v = transforms[c % 3](anatomy + 0.5 * torch.randn(shape, generator=g))[brain]
+                out[i, c][brain] = (v - v.mean()) / v.std()
+        return out
+
+    return sample
+
+
+def test_foreground_only_keeps_background_zero_and_the_brain_standard_normal() -> None:
+    images = skull_stripped(0)(6)
+    pretext = SLeMPretext(SLeMPretextConfig(), num_modalities=3, spatial_dims=3)
+    assert pretext.config.foreground_only
+    out, _, layouts = pretext.sample(images, torch.Generator().manual_seed(0))
+    background = (images == 0).all(1, keepdim=True).expand_as(images)
+    assert background.any() and (~background).any()
+    assert (out[background] == 0).all()  # exactly 0, in every channel and block
+    checked = 0
+    for i, layout in enumerate(layouts):
+        for sl in layout.block_slices():
+            fg = ~background[(i, 0, *sl)]
+            if fg.sum() < 200:
+                continue
+            for c in range(3):
+                values = out[(i, c, *sl)][fg].double()
+                assert abs(values.mean().item()) < 1e-4 and abs(values.std(unbiased=False).item() - 1) < 1e-3
+                assert abs(values.median().item()) < 0.05  # symmetric: ranks, not the skewed input
+            checked += 1
+    assert checked >= 6
+
+
+def test_blocks_without_foreground_stay_zero() -> None:
+    pretext = SLeMPretext(SLeMPretextConfig(random_unsplit_axis=False, jitter=0.0), num_modalities=2,
+                          spatial_dims=3)
+    images = torch.zeros(1, 2, 16, 16, 8)
+    images[0, :, :8, :8] = torch.randn(2, 8, 8, 8)  # block 0 only
+    images[0, 1, 15, 15, 7] = 5.0  # one voxel of block 3: below MIN_FOREGROUND of its 512
+    out, _, layouts = pretext.sample(images, torch.Generator().manual_seed(0))
+    slices = layouts[0].block_slices()
+    assert (out[(0, slice(None), *slices[0])] != 0).float().mean() > 0.99
+    for b in (1, 2, 3):
+        assert (out[(0, slice(None), *slices[b])] == 0).all()
+
+
+@pytest.mark.parametrize(("normalization", "aug"), [("rank", True), ("zscore", True), ("zscore", False),
+                                                    ("none", True)])
+def test_foreground_only_is_bit_identical_without_exact_zeros(normalization: str, aug: bool) -> None:
+    """The bundled data is noisy everywhere: there the mask is everything and nothing may change."""
+    images = torch.randn(4, 3, 16, 16, 12) * torch.tensor([1.0, 30.0, 2000.0]).reshape(1, 3, 1, 1, 1) + 7
+    outs = []
+    for foreground_only in (True, False):
+        cfg = SLeMPretextConfig(normalization=normalization, intensity_aug=aug, foreground_only=foreground_only)
+        pretext = SLeMPretext(cfg, num_modalities=3, spatial_dims=3)
+        outs.append(pretext.sample(images, torch.Generator().manual_seed(3))[0])
+        outs.append(pretext.sample(images.half(), torch.Generator().manual_seed(3))[0])
+    assert torch.equal(outs[0], outs[2]) and torch.equal(outs[1], outs[3])
+
+
+def test_states_without_foreground_only_rebuild_the_old_task() -> None:
+    """Checkpoints written before the option existed learnt whole-block ranks; option dicts default to on."""
+    pretext = SLeMPretext(SLeMPretextConfig(), num_modalities=2, spatial_dims=3)
+    state = pretext.state_dict()
+    assert state["config"]["foreground_only"] is True and state["config"]["seam_band"] == 0
+    assert SLeMPretext.from_state_dict(state).config.foreground_only
+    old = {**state, "config": {k: v for k, v in state["config"].items() if k not in ("foreground_only", "seam_band")}}
+    restored = SLeMPretext.from_state_dict(old)
+    assert restored.config.foreground_only is False and restored.config.seam_band == 0
+    assert SLeMPretextConfig.from_dict(old["config"]).foreground_only is True
+
+
+def test_seam_band_zeroes_a_band_centred_on_every_seam() -> None:
+    cfg = SLeMPretextConfig(seam_band=4, random_unsplit_axis=False, jitter=0.0, **OFF)
+    pretext = SLeMPretext(cfg, num_modalities=2, spatial_dims=3)
+    images = torch.rand(1, 2, 16, 16, 8) + 1
+    out, _, layouts = pretext.sample(images, torch.Generator().manual_seed(0))
+    assert layouts[0].boundaries[:2] == ((0, 8, 16), (0, 8, 16))
+    zero = (out[0] == 0).all(0)
+    expected = torch.zeros(16, 16, 8, dtype=torch.bool)
+    expected[6:10] = True
+    expected[:, 6:10] = True
+    assert torch.equal(zero, expected)
+    with pytest.raises(ValueError, match="seam_band"):
+        SLeMPretextConfig(seam_band=-1)
+
+
+def test_masked_gaussian_rank_ranks_the_foreground_among_itself() -> None:
+    from nnunet_slem.pretext.slem import _gaussian_rank
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 500, generator=g)
+    fg = torch.rand(1, 500, generator=g) < 0.6
+    z = _gaussian_rank(x, fg)
+    assert (z[:, ~fg[0]] == 0).all()
+    for row in range(3):
+        assert torch.allclose(z[row, fg[0]], _gaussian_rank(x[row : row + 1, fg[0]])[0], atol=1e-5)
+    assert torch.equal(_gaussian_rank(x, torch.ones_like(fg)), _gaussian_rank(x))

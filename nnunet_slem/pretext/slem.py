@@ -30,6 +30,23 @@ channels, ``spatial`` = ``(X, Y, Z)`` or ``(X, Y)``):
        sequences differ in histogram *shape* (``nnunet-slem audit`` measures this on your data).
      - ``"zscore"``: zero mean and unit standard deviation; removes level and spread, keeps shape.
      - ``"none"``: no renormalisation (ablations only; opens the intensity shortcut).
+   * ``foreground_only`` (default on): the renormalisation (and the intensity augmentation) acts on the
+     block's *foreground* only, the voxels where any channel of the unshuffled sample is non-zero; the
+     background stays exactly 0, and (with ``"rank"``/``"zscore"``) a block with less than ``MIN_FOREGROUND``
+     of its voxels in the foreground stays all 0. Why: nnU-Net z-scores skull-stripped data inside the non-zero mask
+     (``use_mask_for_norm``) and leaves the background at exactly 0. Ranked together with the brain, that
+     tie group lands at the quantile of "fraction of brain below 0", which depends on each modality's skew:
+     a modality fingerprint (audit accuracy 0.24 on realistic skull-stripped data, 0.95 on the test suite's
+     skull-stripped patches, chance 0.04; 0.04 with the fix); the
+     brain's spread would also vary with each block's background share, and fine-tuning would see other
+     inputs (brain ~ N(0, 1), background 0) than pretraining. The mask is the same for every channel and
+     invariant under the channel permutation, so it carries no label information. On data without exact
+     zeros the mask is everything and the result is bit for bit the whole-block one. Pretext states saved
+     before this option existed rebuild with ``foreground_only=False``, the task those networks learnt.
+   * ``seam_band`` (default 0, off): after the shuffle, zero a band of that many voxels centred on every seam
+     (:func:`zero_seams`), for experiments on whether the network reads continuity across seams
+     (:mod:`nnunet_slem.pretrain.probes` measures it); off by default because cutting the images' continuity
+     also cuts the anatomy the encoder is meant to learn from.
    * ``intensity_aug``: per block and channel, a random gamma (log-uniform in [0.7, 1.5]) on the min-max
      scaled values (mapped back to the block's range afterwards), then a random contrast (x0.75..1.25) and
      brightness shift (+-0.1 of the block's range). The gamma perturbs histogram shape, which z-scoring
@@ -60,6 +77,7 @@ __all__ = [
     "SLeMPretext",
     "SLeMPretextConfig",
     "default_grid",
+    "zero_seams",
 ]
 
 NORMALIZATIONS = ("rank", "zscore", "none")
@@ -67,6 +85,9 @@ GAMMA_RANGE = (0.7, 1.5)
 CONTRAST_RANGE = (0.75, 1.25)
 BRIGHTNESS_RANGE = (-0.1, 0.1)
 _EPS = 1e-6
+#: with ``foreground_only``, a block whose foreground is below this fraction of its voxels stays all 0: the ranks
+#: of a handful of voxels are noise, and the network should see such a block as the background it is
+MIN_FOREGROUND = 0.01
 STATE_FORMAT_VERSION = 1
 
 
@@ -91,6 +112,8 @@ class SLeMPretextConfig:
     min_block: int = 4
     normalization: str = "rank"
     intensity_aug: bool = True
+    foreground_only: bool = True
+    seam_band: int = 0
 
     def __post_init__(self) -> None:
         self.grid = tuple(int(p) for p in self.grid)
@@ -100,6 +123,8 @@ class SLeMPretextConfig:
             raise PretextConfigError(f"jitter must be in [0, 0.5) of the axis length, got {self.jitter}.")
         if self.min_block < 1:
             raise PretextConfigError(f"min_block must be >= 1 voxel, got {self.min_block}.")
+        if self.seam_band < 0:
+            raise PretextConfigError(f"seam_band must be >= 0 voxels (0: off), got {self.seam_band}.")
         if self.normalization not in NORMALIZATIONS:
             raise PretextConfigError(
                 f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}."
@@ -349,28 +374,50 @@ class SLeMPretext(ClassificationPretext):
         use_aug = self.config.intensity_aug and self.config.normalization != "rank"
         aug = self._aug_params(n, generator, images.device) if use_aug else None
         guarded = use_aug or self.config.normalization != "none"
+        foreground_only = guarded and self.config.foreground_only
         out = torch.empty_like(images)
         for i, layout in enumerate(layouts):
             for b, slices in enumerate(layout.block_slices()):
                 index = (i, slice(None), *slices)
-                block = images[index].index_select(0, perms[i, b])
+                source = images[index]
+                block = source.index_select(0, perms[i, b])
                 if guarded:
-                    block = self._guard(block, None if aug is None else aug[i, b])
+                    # the mask of the unshuffled block: the same for every class, so it carries no label
+                    foreground = (source != 0).any(dim=0) if foreground_only else None
+                    block = self._guard(block, None if aug is None else aug[i, b], foreground)
                 out[index] = block
+        if self.config.seam_band:
+            zero_seams(out, layouts, self.config.seam_band)
         return out
 
-    def _guard(self, block: Tensor, aug: Tensor | None) -> Tensor:
-        """Intensity augmentation then renormalisation of one ``(M, *block_shape)`` block, per channel."""
+    def _guard(self, block: Tensor, aug: Tensor | None, foreground: Tensor | None = None) -> Tensor:
+        """Intensity augmentation then renormalisation of one ``(M, *block_shape)`` block, per channel.
+
+        ``foreground`` (``block_shape`` bools, or ``None`` for the whole block): the voxels the guards act on;
+        the others come out exactly 0 (module docstring). Masked statistics are written so that an all-True
+        mask gives the whole-block result bit for bit (``torch.where`` with a full mask is the identity and the
+        count corrections ``n / count`` are exactly 1), and without any host synchronisation."""
         compute = torch.promote_types(block.dtype, torch.float32)
         x = block.reshape(block.shape[0], -1).to(compute)
+        mask = None if foreground is None else foreground.reshape(1, -1)
         if aug is not None:
-            x = _intensity_transform(x, aug.to(compute))
+            x = _intensity_transform(x, aug.to(compute), mask)
         if self.config.normalization == "rank":
-            x = _gaussian_rank(x)
+            x = _gaussian_rank(x, mask)
         if self.config.normalization != "none":
-            mean = x.mean(dim=1, keepdim=True)
-            std = x.std(dim=1, unbiased=False, keepdim=True)
+            if mask is None:
+                mean = x.mean(dim=1, keepdim=True)
+                std = x.std(dim=1, unbiased=False, keepdim=True)
+            else:
+                n = x.shape[1]
+                count = mask.sum(dtype=compute).clamp_min(1)
+                mean = torch.where(mask, x, 0).mean(dim=1, keepdim=True) * (n / count)
+                # background filled with the foreground mean adds nothing to the squared deviations
+                std = torch.where(mask, x, mean).std(dim=1, unbiased=False, keepdim=True) * (n / count).sqrt()
+                mask = mask & (count >= MIN_FOREGROUND * n)  # (almost) no foreground: the block stays 0
             x = (x - mean) / std.clamp_min(_EPS)
+        if mask is not None:
+            x = torch.where(mask, x, 0)
         return x.reshape(block.shape).to(block.dtype)
 
     def sample(
@@ -402,20 +449,30 @@ class SLeMPretext(ClassificationPretext):
 
     @classmethod
     def from_state_dict(cls, d: dict) -> SLeMPretext:
-        """Rebuilds the exact task (the stored assignment set, not a rebuilt one) from :meth:`state_dict`."""
+        """Rebuilds the exact task (the stored assignment set, not a rebuilt one) from :meth:`state_dict`.
+
+        A state saved before ``foreground_only`` existed was trained with whole-block ranks, so it rebuilds
+        with ``foreground_only=False``: probes and audits of an old checkpoint then test the task it learnt
+        (options given on the command line, :meth:`SLeMPretextConfig.from_dict`, default to ``True``)."""
+        config = {"foreground_only": False, **d["config"]}
         return cls(
-            SLeMPretextConfig.from_dict(d["config"]),
+            SLeMPretextConfig.from_dict(config),
             num_modalities=int(d["num_modalities"]),
             spatial_dims=int(d["spatial_dims"]),
             assignments=np.asarray(d["assignments"], dtype=np.int64),
         )
 
 
-def _gaussian_rank(x: Tensor) -> Tensor:
+def _gaussian_rank(x: Tensor, foreground: Tensor | None = None) -> Tensor:
     """Per row: mean rank of each value (ties share it), mapped to standard normal quantiles.
 
     The result depends only on the order of the values, so every row with the same tie pattern gets the
     same histogram, whatever the original intensity distribution.
+
+    ``foreground`` (bools broadcastable to ``x``): rank only those values, among themselves; the others
+    come out 0. They are sorted last as ``+inf`` and the quantiles are taken over the foreground count,
+    as ``(rank + 0.5) / n * (n / count)``, which is exactly the whole-row formula when everything is
+    foreground.
 
     Computed for all rows at once from one sort, with fixed-size operations only: a tie group's mean rank is
     the mean of its first and last position in sorted order, found with running max/min over the group
@@ -423,6 +480,9 @@ def _gaussian_rank(x: Tensor) -> Tensor:
     CPU can queue the next samples' work while the GPU computes.
     """
     n = x.shape[1]
+    if foreground is not None:
+        foreground = foreground.expand_as(x)
+        x = torch.where(foreground, x, torch.inf)
     sorted_x, order = torch.sort(x, dim=1)
     pos = torch.arange(n, device=x.device).expand_as(sorted_x)
     starts = torch.ones_like(sorted_x, dtype=torch.bool)
@@ -433,18 +493,55 @@ def _gaussian_rank(x: Tensor) -> Tensor:
     last = torch.cummin(torch.where(ends, pos, n - 1).flip(1), dim=1).values.flip(1)
     mean_rank = (first + last).to(x.dtype) / 2
     quantile = (mean_rank + 0.5) / n
-    return torch.empty_like(x).scatter_(1, order, torch.special.ndtri(quantile.clamp(1e-6, 1 - 1e-6)))
+    if foreground is not None:
+        count = foreground.sum(dim=1, keepdim=True, dtype=x.dtype).clamp_min(1)
+        quantile = quantile * (n / count)
+    z = torch.empty_like(x).scatter_(1, order, torch.special.ndtri(quantile.clamp(1e-6, 1 - 1e-6)))
+    return z if foreground is None else torch.where(foreground, z, 0)
 
 
-def _intensity_transform(x: Tensor, params: Tensor) -> Tensor:
+def _intensity_transform(x: Tensor, params: Tensor, foreground: Tensor | None = None) -> Tensor:
     """Per-row gamma on min-max scaled values (back in the row's range), then contrast and brightness.
 
     ``x`` is ``(M, V)``; ``params`` is ``(M, 3)`` = gamma, contrast, brightness (brightness in units of the
     row's range, so the shift means the same for a modality stored in [0, 1] and one in [0, 4000]).
+    ``foreground`` (bools broadcastable to ``x``): take the range over those values only (the caller zeroes
+    the rest); all True gives the whole-row result.
     """
-    lo = x.amin(dim=1, keepdim=True)
-    span = x.amax(dim=1, keepdim=True) - lo
+    if foreground is None:
+        lo, hi = x.amin(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)
+    else:
+        lo = torch.where(foreground, x, torch.inf).amin(dim=1, keepdim=True)
+        hi = torch.where(foreground, x, -torch.inf).amax(dim=1, keepdim=True)
+        lo, hi = torch.where(hi >= lo, lo, 0), torch.where(hi >= lo, hi, 0)  # no foreground: no inf - inf
+    span = hi - lo
     gamma, contrast, brightness = (params[:, i : i + 1] for i in range(3))
     scaled = ((x - lo) / span.clamp_min(_EPS)).clamp(0, 1)
     x = scaled.pow(gamma) * span + lo
     return x * contrast + brightness * span
+
+
+def seam_slices(layout: BlockLayout, band: int) -> list[tuple[slice, ...]]:
+    """Per-axis slices of the bands of ``band`` voxels centred on every cut of ``layout`` (voxels
+    ``cut - band // 2 .. cut - band // 2 + band - 1`` along the cut axis, clipped to the patch; the seam lies
+    between voxels ``cut - 1`` and ``cut``)."""
+    bands = []
+    for axis, bounds in enumerate(layout.boundaries):
+        for cut in bounds[1:-1]:
+            lo = max(0, cut - band // 2)
+            sl = [slice(None)] * len(layout.boundaries)
+            sl[axis] = slice(lo, min(bounds[-1], lo + band))
+            bands.append(tuple(sl))
+    return bands
+
+
+def zero_seams(images: Tensor, layouts: Sequence[BlockLayout], band: int) -> Tensor:
+    """Set a band of ``band`` voxels centred on every seam to 0, in place, in every channel; returns ``images``.
+
+    Used by ``seam_band`` and by the seam probe: without the band, continuity of a channel across a seam tells
+    which channel of one block holds the modality of a channel of its neighbour, whatever the content."""
+    if band > 0:
+        for i, layout in enumerate(layouts):
+            for sl in seam_slices(layout, band):
+                images[(i, slice(None), *sl)] = 0
+    return images
