@@ -2,16 +2,22 @@
 
 For every method and seed: pretraining (if the method has one; finished checkpoints are reused) ->
 ``nnUNetv2_train -tr <method's trainer>`` on the fold's training cases, optionally only ``labeled`` of
-them (picked per seed, the same subset for every method) -> nnU-Net's final validation on the fold's
-validation cases (fixed across methods and seeds) -> Dice per region with :mod:`nnunet_slem.evaluation`.
-Then ``results.csv`` (one row per method and seed), ``results.md`` (mean ± std over seeds) and
-``results.png``.
+them -> nnU-Net's final validation on the fold's validation cases (monitoring only) -> ``nnUNetv2_predict``
+of the held-out test cases (the dataset's ``imagesTs``/``labelsTs`` unless ``--test-images``/``--test-labels``
+say otherwise; pretraining reads only ``imagesTr``, and no checkpoint is selected on them: the final one is
+used) -> Dice per region and case with :mod:`nnunet_slem.evaluation`. Then ``results.csv`` (one row per
+method, seed and split), ``results.md``, ``results.png`` and, on the test split, the paired statistics
+``paired.csv``/``paired.png`` (each method minus ``--reference``, with a hierarchical bootstrap 95 % CI).
+
+Pairing: seed ``s`` fixes the labelled subset (``SLEM_LABELED_SEED``) and the fine-tuning RNG
+(``SLEM_SEED``: network initialisation, patch sampling, augmentation) identically for every method. With
+``pretrain_seeds = P``, every pretext is pretrained ``P`` times (``--seed p``) and fine-tuning seed ``s``
+starts from pretraining ``s mod P``, so the interval covers pretraining variation too.
 
 Fairness: all methods fine-tune from the same plans with the same schedule (nnU-Net's, or the one given
 here, passed to every trainer as ``SLEM_EPOCHS`` / ``SLEM_ITERS_PER_EPOCH`` / ``SLEM_VAL_ITERS``). The
-methods differ only in the initialisation (and for JiGen, the auxiliary loss); the table records whether
-each network has the CFB. Pretraining runs once per method (seed 0 of the pretraining), so the spread over
-seeds is that of the labelled subset and the fine-tuning.
+methods differ only in the initialisation and its recipe (pretrained arms share one, random arms keep
+nnU-Net's) and, for JiGen, the auxiliary loss; the table records whether each network has the CFB.
 
 Every finished step leaves a file (checkpoint, validation summary, per-run JSON) and is skipped when the
 command runs again, so an interrupted comparison continues where it stopped; a fine-tuning killed midway
@@ -20,10 +26,7 @@ continues (nnU-Net's ``--c``) from its last ``checkpoint_latest.pth``, written e
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,11 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_slem.atomic import save_figure_atomic, write_json_atomic, write_text_atomic
+from nnunet_slem.atomic import write_json_atomic, write_text_atomic
+from nnunet_slem.compare_report import case_records, plot_results, results_csv, results_markdown, split_rows
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.paths import nnunet_raw_dir
 from nnunet_slem.pretrain.checkpoint import load_checkpoint, pretrain_output_folder
 from nnunet_slem.pretrain.locate import dataset_id_of, locate_preprocessed
 from nnunet_slem.workflow import run_command
+
+#: bump when a run record's layout changes: older records are re-evaluated (their training is reused)
+RECORD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -56,16 +64,29 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("supervoxel", "SLeMTrainer_fromSupervoxel", "supervoxel", True, "supervoxel segmentation pretraining"),
     Method("jigen", "JiGenTrainer", None, True, "JiGen: jigsaw loss jointly with segmentation"),
 )}
+#: fine-tuning recipe variants of the SLeM arm (opt-in: ``--methods slem,slem_nnunetrecipe,...``)
+RECIPE_METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("slem_nnunetrecipe", "SLeMTrainer_nnUNetRecipe", "slem", True,
+           "SLeM fine-tuned with nnU-Net's from-scratch recipe (lr 1e-2, no warm-up)"),
+    Method("slem_sawtooth", "SLeMTrainer_sawtooth", "slem", True,
+           "SLeM fine-tuned with the sawtooth recipe (decoder warm-up, then whole-network warm-up)"),
+)}
+#: baselines beyond the paper's table (opt-in: ``--methods scratch,slem,mae``), kept out of the default list
+BASELINE_EXTRA: dict[str, Method] = {m.name: m for m in (
+    Method("mae", "SLeMTrainer_fromMAE", "mae", True,
+           "masked-image-modelling (MAE) pretraining, Wald et al. 2025"),
+)}
+ALL_METHODS: dict[str, Method] = {**METHODS, **RECIPE_METHODS, **BASELINE_EXTRA}
 SMOKE_PRETRAIN = {"epochs": 1, "iters": 2, "batch": 2}
 SMOKE_SCHEDULE = {"epochs": 1, "iters": 2, "val_iters": 1}
 
 
 def parse_methods(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in ALL_METHODS]
     if unknown or not names:
         raise UserFacingError(f"Unknown method(s) {unknown or text!r} in --methods; choose from "
-                              f"{','.join(METHODS)} (comma separated).")
+                              f"{','.join(ALL_METHODS)} (comma separated).")
     return list(dict.fromkeys(names))
 
 
@@ -78,6 +99,10 @@ class CompareSettings:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     labeled: str | None = None  # count or fraction (SLEM_LABELED); None: every training case of the fold
     seeds: int = 1
+    pretrain_seeds: int = 1
+    reference: str = "scratch"
+    test_images: str | None = None  # None: the raw dataset's imagesTs
+    test_labels: str | None = None  # None: the raw dataset's labelsTs
     device: str = "cuda"
     smoke: bool = False
     out: str | None = None
@@ -88,10 +113,19 @@ class CompareSettings:
     iters_per_epoch: int | None = None
     val_iters: int | None = None
     save_every: int = 5  # fine-tuning checkpoint_latest.pth every N epochs (SLEM_SAVE_EVERY)
+    tta: bool = True  # nnU-Net's test-time mirroring when predicting the test cases (the same for every method)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise UserFacingError("--seeds must be at least 1.")
+        if self.pretrain_seeds < 1:
+            raise UserFacingError("--pretrain-seeds must be at least 1.")
+        if self.reference not in ALL_METHODS:
+            raise UserFacingError(f"--reference {self.reference!r} is not a method; choose from "
+                                  f"{','.join(ALL_METHODS)}.")
+        if (self.test_images is None) != (self.test_labels is None):
+            raise UserFacingError("--test-images and --test-labels go together: give both, or neither to use the "
+                                  "dataset's imagesTs/labelsTs.")
         if self.save_every < 1:
             raise UserFacingError("--save-every must be at least 1 (epochs between checkpoints).")
         if self.labeled is not None:
@@ -122,14 +156,53 @@ class Comparison:
         self.root.mkdir(parents=True, exist_ok=True)
         # smoke runs pretrain into their own folder: a 2-step checkpoint must never stand in for a real one
         self.pretrain_root = self.root / "pretrain_results" if settings.smoke else Path(results)
+        # further pretraining seeds beside it, shared by the comparisons of one dataset/plans (e.g. K = 4 and 8)
+        self.extra_pretrain_root = (self.root if settings.smoke or settings.out else default_out) / "pretrain_seeds"
         self.log = self.root / "compare_log.txt"
         self.regions, self.ignore_label = self._regions()
+        self.lesion_settings = self._lesion_settings()
+        self.test_set = self._test_set()
 
     # -------------------------------------------------------------------------------------------- setup
     def _regions(self):
         from nnunet_slem.evaluation.metrics import regions_from_labels
 
         return regions_from_labels(self.data.dataset_json["labels"])
+
+    def _lesion_settings(self):
+        """BraTS 2023 lesion-wise scoring on BraTS-region datasets (WT/TC/ET, as ``robustness`` decides), else
+        ``None``.
+
+        BraTS leaves out reference lesions of 50 mm³ or less; on coarser grids that is fewer voxels, so the
+        threshold is converted with the configuration's voxel volume."""
+        from nnunet_slem.evaluation.lesionwise import DEFAULT_MIN_LESION_VOXELS, LesionSettings, has_brats_regions
+
+        if not has_brats_regions(self.regions):
+            return None
+        spacing = self.data.plans["configurations"][self.s.configuration]["spacing"]
+        voxel_mm3 = float(spacing[0] * spacing[1] * spacing[2]) if len(spacing) == 3 else 1.0
+        return LesionSettings(min_lesion_voxels=max(1, round(DEFAULT_MIN_LESION_VOXELS / voxel_mm3)))
+
+    def _test_set(self) -> tuple[Path, Path] | None:
+        """``(images, labels)`` of the held-out test cases, or ``None`` (validation only, no claim possible)."""
+        if self.s.test_images is not None:
+            images, labels = Path(self.s.test_images), Path(self.s.test_labels)
+            for flag, folder in (("--test-images", images), ("--test-labels", labels)):
+                if not folder.is_dir():
+                    raise UserFacingError(f"{flag} {folder} is not a folder. Point it at the held-out test "
+                                          "images/labels (nnU-Net's imagesTs/labelsTs layout).")
+        else:
+            raw = nnunet_raw_dir() / self.data.dataset_name
+            images, labels = raw / "imagesTs", raw / "labelsTs"
+            if not (images.is_dir() and labels.is_dir()):
+                print(f"WARNING: {raw} has no imagesTs + labelsTs, so the comparison evaluates on the fold's "
+                      "validation cases only (split 'val'): no held-out claim can be made from it. Add held-out "
+                      "cases there or pass --test-images/--test-labels.", flush=True)
+                return None
+        if not list(labels.glob("*" + self.data.dataset_json["file_ending"])):
+            raise UserFacingError(f"{labels} holds no {self.data.dataset_json['file_ending']} label files. Put the "
+                                  "test cases' labels there (case.nii.gz for images case_0000.nii.gz, ...).")
+        return images, labels
 
     def env(self, results_root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The user's environment with our trainers findable and ``nnUNet_results`` pointing at ``results_root``."""
@@ -138,7 +211,7 @@ class Comparison:
         env = dict(os.environ)
         env.setdefault("nnUNet_extTrainer", str(trainer_dir()))
         env.update({"nnUNet_results": str(results_root), "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"})
-        for variable in ("SLEM_LABELED", "SLEM_LABELED_SEED", "SLEM_EPOCHS", "SLEM_ITERS_PER_EPOCH",
+        for variable in ("SLEM_LABELED", "SLEM_LABELED_SEED", "SLEM_SEED", "SLEM_EPOCHS", "SLEM_ITERS_PER_EPOCH",
                          "SLEM_VAL_ITERS", "SLEM_SAVE_EVERY", "SLEM_PRETRAINED_WEIGHTS"):
             env.pop(variable, None)  # only what this comparison sets below may steer the runs
         env.update(extra or {})
@@ -147,14 +220,18 @@ class Comparison:
     # ------------------------------------------------------------------------------------------ running
     def run(self) -> list[dict]:
         start = time.perf_counter()
-        methods = [METHODS[m] for m in self.s.methods]
+        methods = [ALL_METHODS[m] for m in self.s.methods]
         checkpoints = {}
-        for pretext, cfb in dict.fromkeys((m.pretext, m.cfb) for m in methods if m.pretext):
-            checkpoints[(pretext, cfb)] = self.pretrain(pretext, cfb)
+        for pretrain_seed in range(min(self.s.pretrain_seeds, self.s.seeds)):
+            for pretext, cfb in dict.fromkeys((m.pretext, m.cfb) for m in methods if m.pretext):
+                checkpoints[(pretext, cfb, pretrain_seed)] = self.pretrain(pretext, cfb, pretrain_seed)
         rows = []
         for seed in range(self.s.seeds):
+            pretrain_seed = seed % self.s.pretrain_seeds
             for method in methods:
-                rows.append(self.finetune_and_evaluate(method, seed, checkpoints.get((method.pretext, method.cfb))))
+                checkpoint = checkpoints.get((method.pretext, method.cfb, pretrain_seed))
+                rows.append(self.finetune_and_evaluate(method, seed, checkpoint,
+                                                       pretrain_seed if method.pretext else None))
         self.report(rows, checkpoints, time.perf_counter() - start)
         return rows
 
@@ -163,16 +240,21 @@ class Comparison:
         with open(self.log, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
 
-    def pretrain(self, pretext: str, cfb: bool) -> Path:
+    def pretrain_results_root(self, pretrain_seed: int) -> Path:
+        """Seed 0: the usual place (``$nnUNet_results``, which ``SLeMTrainer`` also finds); others their own."""
+        return self.pretrain_root if pretrain_seed == 0 else self.extra_pretrain_root / f"seed_{pretrain_seed}"
+
+    def pretrain(self, pretext: str, cfb: bool, pretrain_seed: int = 0) -> Path:
         """The method's pretraining checkpoint: reused when final, resumed when partial, else trained."""
-        folder = pretrain_output_folder(self.pretrain_root, self.data.dataset_name, self.s.plans,
+        results_root = self.pretrain_results_root(pretrain_seed)
+        folder = pretrain_output_folder(results_root, self.data.dataset_name, self.s.plans,
                                         self.s.configuration, pretext, cfb)
         final = folder / "checkpoint_final.pth"
         if final.is_file():
             self._say(f"[pretrain {folder.name}] finished checkpoint found, reused: {final}")
             return final
         args = ["nnunet-slem", "pretrain", "-d", self.dataset_id, "-c", self.s.configuration, "-p", self.s.plans,
-                "-device", self.s.device, "--pretext", pretext]
+                "-device", self.s.device, "--pretext", pretext, "--seed", pretrain_seed]
         for flag, value in (("--epochs", self.s.pretrain_epochs), ("--iters-per-epoch", self.s.pretrain_iters),
                             ("--batch-size", self.s.pretrain_batch)):
             if value is not None:
@@ -180,11 +262,11 @@ class Comparison:
         if not cfb:
             args.append("--no-cfb")
         if self.s.smoke:
-            args += ["--audit-samples", 0]
+            args += ["--audit-samples", 0, "--probe-samples", 0]
         if (folder / "checkpoint_latest.pth").is_file():
             args.append("--resume")
-        self._say(f"[pretrain {folder.name}]")
-        run_command(args, self.env(self.pretrain_root), self.log, echo=True)
+        self._say(f"[pretrain {folder.name} seed {pretrain_seed}]")
+        run_command(args, self.env(results_root), self.log, echo=True)
         return final
 
     def validation_cases(self) -> list[str]:
@@ -196,18 +278,34 @@ class Comparison:
                                   f"Use a fold between 0 and {len(splits) - 1}.")
         return list(splits[self.s.fold]["val"])
 
+    @property
+    def schedule(self) -> dict:
+        """What must be equal for runs to be compared: the fine-tuning and pretraining schedules (None: the
+        trainer's or pretraining's default) and the test-time augmentation."""
+        return {k: getattr(self.s, k) for k in ("epochs", "iters_per_epoch", "val_iters", "pretrain_epochs",
+                                                "pretrain_iters", "pretrain_batch", "pretrain_seeds", "tta",
+                                                "labeled")}
+
     def run_folder(self, seed: int) -> Path:
         return self.root / "runs" / f"seed_{seed}"
 
-    def finetune_and_evaluate(self, method: Method, seed: int, checkpoint: Path | None) -> dict:
+    def finetune_and_evaluate(self, method: Method, seed: int, checkpoint: Path | None,
+                              pretrain_seed: int | None = None) -> dict:
         record = self.run_folder(seed) / f"{method.name}.json"
         if record.is_file():
-            self._say(f"[{method.name} seed {seed}] done already, skipped")
-            return json.loads(record.read_text(encoding="utf-8"))
+            done = json.loads(record.read_text(encoding="utf-8"))
+            if done.get("record_version") == RECORD_VERSION:
+                if done["schedule"] != self.schedule:
+                    raise UserFacingError(
+                        f"{record} was fine-tuned with schedule {done['schedule']}, this comparison asks for "
+                        f"{self.schedule}. Give this comparison another --out folder (runs with different schedules "
+                        "must not be compared), or delete that folder to start it over.")
+                self._say(f"[{method.name} seed {seed}] done already, skipped")
+                return done
         results_root = self.run_folder(seed) / "nnUNet_results"
         fold_dir = (results_root / self.data.dataset_name / f"{method.trainer}__{self.s.plans}__{self.s.configuration}"
                     / f"fold_{self.s.fold}")
-        extra = {"SLEM_LABELED_SEED": str(seed), "SLEM_SAVE_EVERY": str(self.s.save_every)}
+        extra = {"SLEM_LABELED_SEED": str(seed), "SLEM_SEED": str(seed), "SLEM_SAVE_EVERY": str(self.s.save_every)}
         if self.s.labeled is not None:
             extra["SLEM_LABELED"] = str(self.s.labeled)
         for variable, value in (("SLEM_EPOCHS", self.s.epochs), ("SLEM_ITERS_PER_EPOCH", self.s.iters_per_epoch),
@@ -228,135 +326,116 @@ class Comparison:
             seconds = run_command(args, self.env(results_root, extra), self.log, echo=True)
         else:
             seconds = None  # trained by an earlier call
-        row = self.evaluate(method, seed, fold_dir)
-        row["train_seconds"] = seconds
+        ending = self.data.dataset_json["file_ending"]
+        references = Path(self.data.preprocessed_base) / "gt_segmentations"
+        splits = {"val": self.evaluate(fold_dir / "validation",
+                                       [references / f"{case}{ending}" for case in self.validation_cases()], fold_dir)}
+        if self.test_set is not None:
+            predictions = self.predict_test(method, seed, fold_dir, results_root)
+            splits["test"] = self.evaluate(predictions, sorted(self.test_set[1].glob(f"*{ending}")), fold_dir)
+        subset_file = fold_dir / "labeled_subset.json"
+        subset = json.loads(subset_file.read_text(encoding="utf-8")) if subset_file.is_file() else None
+        row = {"record_version": RECORD_VERSION, "method": method.name, "trainer": method.trainer,
+               "pretext": method.pretext or "", "cfb": method.cfb, "labeled": self.s.labeled or "all", "seed": seed,
+               "pretrain_seed": pretrain_seed, "train_cases": len(subset["train"]) if subset else None,
+               "train_seconds": seconds, "schedule": self.schedule, "splits": splits}
         write_json_atomic(record, row)
         return row
 
-    def evaluate(self, method: Method, seed: int, fold_dir: Path) -> dict:
-        """Mean Dice per region over the fold's validation cases (nnU-Net's exported predictions)."""
-        from nnunet_slem.evaluation.metrics import evaluate_case, summarize
+    def predict_test(self, method: Method, seed: int, fold_dir: Path, results_root: Path) -> Path:
+        """``nnUNetv2_predict`` of the test images with the final checkpoint (never one selected on any cases);
+        an interrupted prediction continues where it stopped."""
+        out = fold_dir / "test_predictions"
+        ending = self.data.dataset_json["file_ending"]
+        if out.is_dir() and all((out / p.name).is_file() for p in self.test_set[1].glob(f"*{ending}")):
+            return out
+        self._say(f"[{method.name} seed {seed}] nnUNetv2_predict on the held-out test cases")
+        run_command(["nnUNetv2_predict", "-i", self.test_set[0], "-o", out, "-d", self.dataset_id, "-c",
+                     self.s.configuration, "-p", self.s.plans, "-tr", method.trainer, "-f", self.s.fold, "-chk",
+                     "checkpoint_final.pth", "-device", self.s.device, "-npp", 1, "-nps", 1, "--continue_prediction",
+                     "--disable_progress_bar", *([] if self.s.tta else ["--disable_tta"])],
+                    self.env(results_root), self.log)
+        return out
+
+    def evaluate(self, predictions: Path, references: list[Path], fold_dir: Path) -> dict:
+        """Mean Dice per region over ``references`` and every case's Dice and region volumes (and BraTS 2023
+        lesion-wise Dice on lesion datasets, see :meth:`_lesion_settings`)."""
+        from nnunet_slem.evaluation.metrics import MetricOptions, evaluate_case, summarize
+
+        options = MetricOptions(lesion=self.lesion_settings) if self.lesion_settings is not None else None
 
         ending = self.data.dataset_json["file_ending"]
-        references = Path(self.data.preprocessed_base) / "gt_segmentations"
-        cases = []
-        for case in self.validation_cases():
-            prediction = fold_dir / "validation" / f"{case}{ending}"
+        metrics, cases = [], []
+        for reference in references:
+            case = reference.name[: -len(ending)]
+            prediction = predictions / reference.name
             if not prediction.is_file():
-                raise UserFacingError(f"nnU-Net's validation did not write {prediction}. Delete {fold_dir} and run "
-                                      "the comparison again to retrain this method.")
-            cases += evaluate_case(case, references / f"{case}{ending}", prediction, self.regions, self.ignore_label)
-        summary = summarize(cases, self.regions)
-        subset_file = fold_dir / "labeled_subset.json"
-        subset = json.loads(subset_file.read_text(encoding="utf-8")) if subset_file.is_file() else None
-        dice = {r.name: summary[r.name]["dice"]["mean"] for r in self.regions}
-        return {"method": method.name, "trainer": method.trainer, "pretext": method.pretext or "", "cfb": method.cfb,
-                "labeled": self.s.labeled or "all", "seed": seed,
-                "train_cases": len(subset["train"]) if subset else None,
-                "val_cases": summary[self.regions[0].name]["n"], "dice": dice}
+                raise UserFacingError(f"{prediction} is missing (nnU-Net's validation or prediction did not write it). "
+                                      f"Delete {fold_dir} and run the comparison again to retrain this method.")
+            rows = evaluate_case(case, reference, prediction, self.regions, self.ignore_label, options=options)
+            metrics += rows
+            cases.append({"case": case, "dice": {r.region: r.dice for r in rows},
+                          "ref_ml": {r.region: r.ref_ml for r in rows}, "pred_ml": {r.region: r.pred_ml for r in rows}})
+            if options is not None:
+                cases[-1]["lesion_dice"] = {r.region: r.lesion_dice for r in rows}
+        summary = summarize(metrics, self.regions)
+        result = {"dice": {r.name: summary[r.name]["dice"]["mean"] for r in self.regions}, "cases": cases}
+        if options is not None:
+            result["lesion_dice"] = {r.name: float(np.mean([c["lesion_dice"][r.name] for c in cases]))
+                                     for r in self.regions}
+        return result
 
     # ------------------------------------------------------------------------------------------ report
-    def report(self, rows: list[dict], checkpoints: dict, seconds: float) -> None:
+    def report(self, records: list[dict], checkpoints: dict, seconds: float) -> None:
+        from nnunet_slem.evaluation.paired import collapsed_runs, paired_csv, paired_differences, paired_markdown
+
         regions = [r.name for r in self.regions]
-        write_text_atomic(self.root / "results.csv", results_csv(rows, regions))
-        table = results_markdown(rows, regions, self.s, self.data.dataset_name)
-        table += "\n" + pretraining_notes(checkpoints) + f"\nWall time of this invocation: {seconds:.0f} s\n"
+        write_text_atomic(self.root / "results.csv", results_csv(records, regions))
+        smoke = " SMOKE RUN (tiny schedules, numbers meaningless)." if self.s.smoke else ""
+        heading = (f"# nnunet-slem compare: {self.data.dataset_name}, {self.s.configuration}, fold {self.s.fold}, "
+                   f"labelled training cases: {self.s.labeled or 'all of the fold'}")
+        parts = [heading, ""]
+        split = "test" if self.test_set is not None else "val"
+        notes = {"test": f"Held-out test cases ({self.test_set[1] if self.test_set else ''}), never seen by "
+                         "pretraining or checkpoint selection.",
+                 "val": "The fold's validation cases (monitoring only: nnU-Net's validation, not held out from "
+                        "checkpoint decisions in general)."}
+        for name in ("test", "val"):
+            rows = split_rows(records, name)
+            if rows:
+                parts.append(results_markdown(rows, regions, ALL_METHODS, f"## {name} split", notes[name] + smoke))
+        diffs = []
+        if self.s.reference in {r["method"] for r in records} and len({r["method"] for r in records}) > 1:
+            cases = case_records(records, split)
+            diffs = paired_differences(cases, reference=self.s.reference, regions=regions)
+            write_text_atomic(self.root / "paired.csv", paired_csv(diffs))
+            parts.append(f"## Paired differences to {self.s.reference} ({split} split)\n\n"
+                         + paired_markdown(diffs, collapsed_runs(cases, regions)))
+        parts += [pretraining_notes(checkpoints), f"Wall time of this invocation: {seconds:.0f} s\n"]
+        table = "\n".join(parts)
         write_text_atomic(self.root / "results.md", table)
-        write_json_atomic(self.root / "results.json", {"settings": asdict(self.s), "rows": rows})
-        plot_results(rows, regions, self.root / "results.png",
-                     f"{self.data.dataset_name}, fold {self.s.fold}, labelled: {self.s.labeled or 'all'}")
+        write_json_atomic(self.root / "results.json", {"settings": asdict(self.s), "runs": records})
+        title = f"{self.data.dataset_name}, fold {self.s.fold}, labelled: {self.s.labeled or 'all'}"
+        plot_results(split_rows(records, split), regions, ALL_METHODS, self.root / "results.png",
+                     f"{title}, {split} split", f"{split} Dice")
+        if diffs:
+            from nnunet_slem.evaluation.paired import plot_paired
+
+            plot_paired(diffs, self.root / "paired.png", f"{title}: method − {self.s.reference}, {split} split")
         print("\n" + table)
-        print(f"Results: {self.root}/results.csv, results.md, results.png")
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    if not finite:
-        return float("nan"), float("nan")
-    return float(np.mean(finite)), float(np.std(finite))
-
-
-def results_csv(rows: list[dict], regions: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method", "trainer", "pretext", "cfb", "labeled", "seed", "train_cases", "val_cases",
-                     *[f"dice_{r}" for r in regions], "dice_mean"])
-    for row in rows:
-        values = [row["dice"][r] for r in regions]
-        writer.writerow([row["method"], row["trainer"], row["pretext"], row["cfb"], row["labeled"], row["seed"],
-                         row["train_cases"] if row["train_cases"] is not None else "", row["val_cases"],
-                         *[_fmt(v) for v in values], _fmt(_mean_std(values)[0])])
-    return buffer.getvalue()
-
-
-def _fmt(value: float | None) -> str:
-    return "nan" if value is None or math.isnan(value) else f"{value:.4f}"
-
-
-def aggregate(rows: list[dict], regions: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Method -> region (and ``mean``) -> (mean, std) over seeds of the per-seed validation Dice."""
-    out: dict[str, dict[str, tuple[float, float]]] = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        out[method] = {reg: _mean_std([r["dice"][reg] for r in mine]) for reg in regions}
-        out[method]["mean"] = _mean_std([_mean_std([r["dice"][reg] for reg in regions])[0] for r in mine])
-    return out
-
-
-def results_markdown(rows: list[dict], regions: list[str], s: CompareSettings, dataset_name: str) -> str:
-    stats = aggregate(rows, regions)
-    n_seeds = len({r["seed"] for r in rows})
-    lines = [f"# nnunet-slem compare: {dataset_name}, {s.configuration}, fold {s.fold}", "",
-             f"Labelled training cases: {s.labeled or 'all of the fold'}; seeds: {n_seeds}; validation: the fold's "
-             f"validation cases (same for every method). Dice: mean ± std over seeds of the mean over validation "
-             "cases." + (" SMOKE RUN (tiny schedules, numbers meaningless)." if s.smoke else ""), "",
-             "| method | CFB | pretraining | " + " | ".join(f"{r} Dice" for r in regions) + " | mean |",
-             "|---" * (len(regions) + 4) + "|"]
-    for method, values in stats.items():
-        m = METHODS[method]
-        cells = [f"{values[r][0]:.3f} ± {values[r][1]:.3f}" for r in [*regions, "mean"]]
-        lines.append(f"| {method} | {'yes' if m.cfb else 'no'} | {m.pretext or '-'} | " + " | ".join(cells) + " |")
-    if "slem" in stats:
-        base = stats["slem"]["mean"][0]
-        diffs = [f"{k} {100 * (base - v['mean'][0]):+.2f}" for k, v in stats.items() if k != "slem"]
-        lines += ["", "SLeM minus each method, mean Dice in points: " + ", ".join(diffs)]
-    return "\n".join(lines) + "\n"
+        print(f"Results: {self.root}/results.csv, results.md, results.png" + (", paired.csv, paired.png" if diffs
+                                                                               else ""))
 
 
 def pretraining_notes(checkpoints: dict) -> str:
     lines = ["Pretraining checkpoints:"]
-    for (pretext, cfb), path in checkpoints.items():
+    for (pretext, cfb, pretrain_seed), path in checkpoints.items():
         try:
             ckpt = load_checkpoint(path)
             log = ckpt["logging"]
             score = f", final held-out pretext score {log['eval_acc'][-1]:.3f}" if log["eval_acc"] else ""
-            lines.append(f"- {pretext}{'' if cfb else ' (no CFB)'}: {ckpt['epoch']} epochs{score} ({path})")
+            lines.append(f"- {pretext}{'' if cfb else ' (no CFB)'} seed {pretrain_seed}: {ckpt['epoch']} epochs{score} "
+                         f"({path})")
         except UserFacingError as e:
-            lines.append(f"- {pretext}: unreadable ({e})")
+            lines.append(f"- {pretext} seed {pretrain_seed}: unreadable ({e})")
     return "\n".join(lines) + "\n"
-
-
-def plot_results(rows: list[dict], regions: list[str], path: Path, title: str) -> None:
-    """Grouped bars: Dice per region and method, error bars = std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stats = aggregate(rows, regions)
-    x = np.arange(len(regions) + 1)
-    width = 0.8 / max(1, len(stats))
-    fig, ax = plt.subplots(figsize=(2.5 + 1.4 * len(x) + 0.3 * len(stats), 4.2))
-    for i, (method, values) in enumerate(stats.items()):
-        means = [values[r][0] for r in [*regions, "mean"]]
-        stds = [values[r][1] for r in [*regions, "mean"]]
-        ax.bar(x + (i - (len(stats) - 1) / 2) * width, np.nan_to_num(means), width, yerr=np.nan_to_num(stds),
-               capsize=2, label=method + ("" if METHODS[method].cfb else " (no CFB)"))
-    ax.set_xticks(x, [*regions, "mean"])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("validation Dice")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=110)
-    plt.close(fig)

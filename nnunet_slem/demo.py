@@ -44,6 +44,7 @@ class DemoSettings:
     pretrain_iters: int = 25
     pretrain_batch: int = 8
     audit_samples: int = 300
+    probe_samples: int = 64
     finetune_epochs: int = 10
     finetune_iters: int = 20
     seed: int = 0
@@ -132,7 +133,8 @@ class Demo:
             ["nnunet-slem", "pretrain", "-d", self.s.dataset_id, "-c", "3d_fullres", "-p", SMALL_PLANS,
              "-device", self.s.device, "--epochs", self.s.pretrain_epochs, "--iters-per-epoch",
              self.s.pretrain_iters, "--batch-size", self.s.pretrain_batch, "--audit-samples",
-             self.s.audit_samples, "--seed", self.s.seed, *(["--resume"] if latest.is_file() else [])],
+             self.s.audit_samples, "--probe-samples", self.s.probe_samples, "--seed", self.s.seed,
+             *(["--resume"] if latest.is_file() else [])],
             self.env, self.log))
 
     def trainer_folder(self, trainer: str) -> Path:
@@ -188,6 +190,8 @@ class Demo:
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {sum(means) / len(means):.3f} |")
         lines += [
             "",
+            SINGLE_RUN_NOTE,
+            "",
             f"Pretext: final held-out accuracy {log['eval_acc'][-1]:.3f}, train accuracy {log['train_acc'][-1]:.3f}"
             f" (chance {audit.get('chance', float('nan')):.3f}); shortcut audit (histogram classifier) "
             f"{audit.get('accuracy', float('nan')):.3f}.",
@@ -206,8 +210,16 @@ class Demo:
         return result
 
 
+SINGLE_RUN_NOTE = (
+    "One fine-tuning run per arm (± is the spread over test cases, not over runs): this shows the pipeline, not "
+    "the size of the benefit. Two runs of the same arm differ by more than the arms do at this size; the paired, "
+    "multi-seed benchmark with confidence intervals is in docs/baselines.md (benchmarks/label_efficiency.py)."
+)
+
+
 def plot_dice(rows: dict[str, dict], regions: list[str], path: Path) -> None:
-    """Grouped bars of mean Dice per region (error bars: std over test cases)."""
+    """Grouped bars of mean Dice per region (error bars: std over test cases), titled as what it is: a single
+    run per arm, which does not measure the benefit."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,7 +237,8 @@ def plot_dice(rows: dict[str, dict], regions: list[str], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("Dice (held-out cases)")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("SLeM pretraining vs training from scratch")
+    ax.set_title("ONE run per arm: shows the pipeline, not the benefit\n(paired multi-seed benchmark: "
+                 "docs/baselines.md)", fontsize=8)
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)

@@ -110,7 +110,7 @@ def pretrained_checkpoint(project: Project) -> Path:
     """A tiny real pretraining run through the CLI (2 epochs x 3 steps)."""
     project.run("nnunet-slem", "pretrain", "-d", project.dataset_id, "-c", project.configuration, "-p",
                 project.plans, "-device", "cpu", "--epochs", 2, "--iters-per-epoch", 3, "--batch-size", 2,
-                "--audit-samples", 24)
+                "--audit-samples", 24, "--probe-samples", 16)
     path = project.results / f"SLeMPretrain__{project.plans}__{project.configuration}" / "checkpoint_final.pth"
     assert path.is_file()
     return path
@@ -150,6 +150,7 @@ def reduced_demo(tmp_path_factory) -> tuple[Path, list[str], subprocess.Complete
     args = [console_script("nnunet-slem"), "demo", "--out", str(out), "-d", "991", "--cases", "5", "--test-cases",
             "2", "--labeled", "2", "--val-cases", "1", "--shape", "32", "32", "32", "--features", "4", "8", "16",
             "--pretrain-epochs", "1", "--pretrain-iters", "2", "--pretrain-batch", "2", "--audit-samples", "16",
+            "--probe-samples", "8",
             "--finetune-epochs", "1", "--finetune-iters", "2"]
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     proc = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)

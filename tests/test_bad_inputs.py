@@ -22,7 +22,8 @@ from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
 from nnunet_slem.workflow import console_script
 
 # one loader worker: errors met while reading must cross the process boundary as clearly as in-process ones
-SETTINGS = dict(epochs=2, iters_per_epoch=1, batch_size=2, audit_samples=0, eval_batches=0, num_workers=1)
+SETTINGS = dict(epochs=2, iters_per_epoch=1, batch_size=2, audit_samples=0, probe_samples=0, eval_batches=0,
+                num_workers=1)
 DATA = "nnUNetPlans_3d_fullres"
 FIX = "nnUNetv2_preprocess -d 777 -c 3d_fullres -plans_name nnUNetPlans_tiny"
 
@@ -102,7 +103,7 @@ def test_truncated_case_is_named_with_the_fix_by_the_cli(project, root, results)
     proc = subprocess.run(
         [console_script("nnunet-slem"), "pretrain", "-d", str(project.dataset_id), "-c", project.configuration,
          "-p", project.plans, "-device", "cpu", "--epochs", "2", "--iters-per-epoch", "1", "--batch-size", "2",
-         "--audit-samples", "0", "--resume"],
+         "--audit-samples", "0", "--probe-samples", "0", "--resume"],
         env={**project.env, "nnUNet_preprocessed": str(root), "nnUNet_results": str(results)},
         capture_output=True, encoding="utf-8", errors="replace")
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -105,12 +105,13 @@ def test_jigen_network_segments_and_classifies_permutations(nnunet_paths):
 
 
 # ---------------------------------------------------------------------------- baseline pretraining hand-off
-TINY = dict(epochs=1, iters_per_epoch=2, batch_size=2, audit_samples=0, eval_batches=1)
+TINY = dict(epochs=1, iters_per_epoch=2, batch_size=2, audit_samples=0, probe_samples=0, eval_batches=1)
 
 
 @pytest.mark.parametrize(("pretext", "cfb", "trainer_name", "folder"), [
     ("taleb", True, "SLeMTrainer_fromTaleb", "TalebPretrain"),
     ("supervoxel", True, "SLeMTrainer_fromSupervoxel", "SupervoxelPretrain"),
+    ("mae", True, "SLeMTrainer_fromMAE", "MAEPretrain"),
     ("slem", False, "SLeMTrainer_noCFB", "SLeMPretrain_noCFB"),
 ])
 def test_baseline_pretraining_hands_off_to_its_trainer(nnunet_paths, one_thread, tmp_path, monkeypatch, pretext, cfb,
@@ -131,14 +132,18 @@ def test_baseline_pretraining_hands_off_to_its_trainer(nnunet_paths, one_thread,
                            results_root=tmp_path / "fresh").build_model().network.state_dict()
     decoder = [k for k in fresh if k.startswith("decoder.stages.")]
     changed = [k for k in decoder if not torch.equal(fresh[k], ckpt["network_weights"][k])]
-    assert bool(changed) == (pretext == "supervoxel"), changed[:3]
+    assert bool(changed) == (pretext in ("supervoxel", "mae")), changed[:3]
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
     trainer = make_trainer(nnunet_paths, trainer_name, fold=0)
     trainer.initialize()
     assert trainer.pretrained_weights_path() == final
     trainer.load_slem_pretrained_weights(final)
     state = trainer.plain_network.state_dict()
-    assert all(torch.equal(state[k], v) for k, v in ckpt["network_weights"].items() if ".seg_layers." not in k)
+    # fine-tuning takes what the pretext trained: the decoder too for the dense pretext, else encoder + CFB
+    prefixes = tuple(ckpt["metadata"]["trained_prefixes"])
+    assert ("decoder.stages." in prefixes) == (pretext in ("supervoxel", "mae")) and "encoder." in prefixes
+    assert all(torch.equal(state[k], v) for k, v in ckpt["network_weights"].items()
+               if ".seg_layers." not in k and k.startswith(prefixes))
     if not cfb:  # a checkpoint without CFB refuses to load into the CFB network, naming the right trainer
         cfb_trainer = make_trainer(nnunet_paths, "SLeMTrainer_smoke", fold=0)
         cfb_trainer.initialize()

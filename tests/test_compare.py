@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_slem.compare import METHODS, CompareSettings, aggregate, parse_methods, results_markdown
+from nnunet_slem.compare import ALL_METHODS, METHODS, CompareSettings, parse_methods
+from nnunet_slem.compare_report import aggregate, results_markdown
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.workflow import nnunet_env
 
@@ -54,16 +55,34 @@ def test_compare_smoke_writes_one_row_per_method_and_resumes_after_a_kill(reduce
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "[scratch seed 0] done already" in proc.stdout and "[cfb seed 0] done already" in proc.stdout
     with open(target / "results.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == list(METHODS)
-    for row in rows:
-        assert row["train_cases"] == "1" and row["val_cases"] == "1"
-        for region in ("WT", "TC", "ET"):
-            assert 0.0 <= float(row[f"dice_{region}"]) <= 1.0
-    assert {r["method"]: r["cfb"] for r in rows}["scratch"] == "False"
+        all_rows = list(csv.DictReader(f))
+    # every run is evaluated on the fold's validation case (monitoring) and on the 2 held-out test cases
+    assert {r["split"] for r in all_rows} == {"val", "test"}
+    for split, n_cases in (("val", "1"), ("test", "2")):
+        rows = [r for r in all_rows if r["split"] == split]
+        assert [r["method"] for r in rows] == list(METHODS)
+        for row in rows:
+            assert row["train_cases"] == "1" and row["cases"] == n_cases
+            for region in ("WT", "TC", "ET"):
+                assert 0.0 <= float(row[f"dice_{region}"]) <= 1.0
+    assert {r["method"]: r["cfb"] for r in all_rows}["scratch"] == "False"
     table = (target / "results.md").read_text(encoding="utf-8")
     assert all(f"| {m} |" in table for m in METHODS) and "WT Dice | TC Dice | ET Dice" in table
+    assert "## test split" in table and "## Paired differences to scratch (test split)" in table
     assert (target / "results.png").stat().st_size > 2000
+    # paired statistics on the test split: every other method minus scratch, per region and their mean
+    with open(target / "paired.csv", newline="", encoding="utf-8") as f:
+        paired = list(csv.DictReader(f))
+    assert list(paired[0]) == ["method", "reference", "region", "mean_diff", "ci_low", "ci_high", "p_value",
+                               "n_seeds", "n_cases"]
+    assert {(r["method"], r["region"]) for r in paired} == {
+        (m, reg) for m in METHODS if m != "scratch" for reg in ("WT", "TC", "ET", "mean")}
+    assert all(r["reference"] == "scratch" and r["n_seeds"] == "1" and r["n_cases"] == "2" for r in paired)
+    assert all(float(r["ci_low"]) <= float(r["mean_diff"]) <= float(r["ci_high"]) for r in paired)
+    assert (target / "paired.png").stat().st_size > 2000
+    # the fine-tuning RNG was seeded like the labelled subset
+    logs = list((target / "runs" / "seed_0").rglob("training_log_*.txt"))
+    assert logs and any("SLEM_SEED=0" in p.read_text(encoding="utf-8") for p in logs)
     assert not list(target.rglob(".*.tmp")), "no half-written files left"
     # the same labelled case for every method (same seed), validation fixed
     subsets = {json.dumps(json.loads(p.read_text(encoding="utf-8"))["train"])
@@ -93,6 +112,13 @@ def test_compare_rejects_unknown_methods_and_bad_label_counts():
         CompareSettings(dataset="1", configuration="3d_fullres", fold=0, labeled="1.5")
     with pytest.raises(UserFacingError, match="--save-every"):
         CompareSettings(dataset="1", configuration="3d_fullres", fold=0, save_every=0)
+    with pytest.raises(UserFacingError, match="--pretrain-seeds"):
+        CompareSettings(dataset="1", configuration="3d_fullres", fold=0, pretrain_seeds=0)
+    with pytest.raises(UserFacingError, match="--reference 'simclr'"):
+        CompareSettings(dataset="1", configuration="3d_fullres", fold=0, reference="simclr")
+    with pytest.raises(UserFacingError, match="--test-images and --test-labels go together"):
+        CompareSettings(dataset="1", configuration="3d_fullres", fold=0, test_images="imagesTs")
+    assert parse_methods("slem,slem_sawtooth,slem_nnunetrecipe") == ["slem", "slem_sawtooth", "slem_nnunetrecipe"]
 
 
 def _row(method, seed, wt, tc):
@@ -105,6 +131,25 @@ def test_aggregate_is_mean_and_std_over_seeds():
     assert stats["slem"]["WT"] == pytest.approx((0.7, 0.1))
     assert stats["slem"]["mean"] == pytest.approx((0.6, 0.1))
     assert stats["scratch"]["WT"] == pytest.approx((0.5, 0.0)) and math.isnan(stats["scratch"]["TC"][0])
-    table = results_markdown(rows, ["WT", "TC"], CompareSettings("1", "3d_fullres", 0, labeled="4"), "Dataset001_X")
+    table = results_markdown(rows, ["WT", "TC"], ALL_METHODS, "# X", "Held-out test cases.")
     assert "| slem | yes | slem | 0.700 ± 0.100 | 0.500 ± 0.100 | 0.600 ± 0.100 |" in table
-    assert "SLeM minus each method, mean Dice in points: scratch +10.00" in table
+    assert "Seeds: 2. Held-out test cases." in table
+
+
+def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
+    """--pretrain-seeds P pretrains every pretext P times; fine-tuning seed s starts from pretraining s mod P,
+    and every method of a seed gets that seed."""
+    from nnunet_slem.compare import Comparison
+
+    comparison = Comparison.__new__(Comparison)
+    comparison.s = CompareSettings("1", "3d_fullres", 0, methods=["scratch", "slem", "slem_nocfb"], seeds=5,
+                                   pretrain_seeds=2)
+    pretrained, finetuned = [], []
+    comparison.pretrain = lambda pretext, cfb, seed: pretrained.append((pretext, cfb, seed)) or f"{cfb}-{seed}.pth"
+    comparison.finetune_and_evaluate = lambda method, seed, checkpoint, pretrain_seed: finetuned.append(
+        (method.name, seed, checkpoint, pretrain_seed))
+    comparison.report = lambda *args: None
+    comparison.run()
+    assert pretrained == [("slem", True, 0), ("slem", False, 0), ("slem", True, 1), ("slem", False, 1)]
+    assert ("slem", 3, "True-1.pth", 1) in finetuned and ("slem_nocfb", 4, "False-0.pth", 0) in finetuned
+    assert ("scratch", 3, None, None) in finetuned and len(finetuned) == 15

@@ -26,7 +26,7 @@ EPOCHS, ITERS, BATCH = 4, 2, 2
 def _cli(project, results: Path, *extra: str) -> list[str]:
     return [console_script("nnunet-slem"), "pretrain", "-d", str(project.dataset_id), "-c", project.configuration,
             "-p", project.plans, "-device", "cpu", "--epochs", str(EPOCHS), "--iters-per-epoch", str(ITERS),
-            "--batch-size", str(BATCH), "--audit-samples", "0", *extra]
+            "--batch-size", str(BATCH), "--audit-samples", "0", "--probe-samples", "0", *extra]
 
 
 def _env(project, results: Path) -> dict[str, str]:
@@ -49,7 +49,7 @@ def _epoch_lines(folder: Path) -> list[str]:
 def test_sigkill_then_resume_equals_an_uninterrupted_run(project, tmp_path, one_thread):
     straight = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
                               PretrainSettings(epochs=EPOCHS, iters_per_epoch=ITERS, batch_size=BATCH,
-                                               audit_samples=0), results_root=tmp_path / "straight",
+                                               audit_samples=0, probe_samples=0), results_root=tmp_path / "straight",
                               preprocessed_root=project.env["nnUNet_preprocessed"]).run()
     results = tmp_path / "killed"
     folder = pretrain_folder(project, results)
@@ -122,7 +122,8 @@ def test_a_failing_checkpoint_write_leaves_no_file_and_a_rerun_is_clean(project,
                                                                          failure, one_thread):
     """A full disk or a failed rename while saving: the run stops with the error, no ``checkpoint_*.pth`` and
     no temporary file remain; the next run starts cleanly and its log has each epoch once."""
-    settings = PretrainSettings(epochs=2, iters_per_epoch=1, batch_size=BATCH, audit_samples=0, eval_batches=1)
+    settings = PretrainSettings(epochs=2, iters_per_epoch=1, batch_size=BATCH, audit_samples=0, probe_samples=0,
+                                eval_batches=1)
     kwargs = dict(results_root=tmp_path, preprocessed_root=project.env["nnUNet_preprocessed"])
     folder = pretrain_folder(project, tmp_path)
     if failure == "os.replace":

@@ -28,7 +28,8 @@ EPOCHS, ITERS, BATCH = 2, 2, 4
 def _run_cli(project, results: Path, launcher: list[str], *extra: str) -> subprocess.CompletedProcess:
     cmd = [*launcher, console_script("nnunet-slem"), "pretrain", "-d", str(project.dataset_id), "-c",
            project.configuration, "-p", project.plans, "-device", "cpu", "--epochs", str(EPOCHS),
-           "--iters-per-epoch", str(ITERS), "--batch-size", str(BATCH), "--audit-samples", "0", *extra]
+           "--iters-per-epoch", str(ITERS), "--batch-size", str(BATCH), "--audit-samples", "0", "--probe-samples", "0",
+           *extra]
     env = {**project.env, "nnUNet_results": str(results), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, encoding="utf-8", errors="replace")
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
@@ -57,7 +58,8 @@ def test_shards_of_the_global_batch_are_the_global_batch(project):
 
 def test_pretext_draws_are_per_sample(project, tmp_path):
     trainer = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
-                             PretrainSettings(batch_size=BATCH, audit_samples=0), results_root=tmp_path,
+                             PretrainSettings(batch_size=BATCH, audit_samples=0, probe_samples=0),
+                             results_root=tmp_path,
                              preprocessed_root=project.env["nnUNet_preprocessed"])
     images = torch.from_numpy(np.random.default_rng(0).normal(size=(4, 4, *trainer.patch_size)).astype(np.float32))
     seeds = [11, 12, 13, 14]
@@ -97,7 +99,7 @@ def test_two_processes_train_what_one_process_trains(project, tmp_path, one_thre
     losses (same data, same gradients) must agree to 1e-5 either way."""
     one = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
                          PretrainSettings(epochs=EPOCHS, iters_per_epoch=ITERS, batch_size=BATCH, audit_samples=0,
-                                          optimizer=optimizer), results_root=tmp_path / "one",
+                                          probe_samples=0, optimizer=optimizer), results_root=tmp_path / "one",
                          preprocessed_root=project.env["nnUNet_preprocessed"]).run()
     if launcher == "torchrun":
         _run_cli(project, tmp_path / "two", [console_script("torchrun"), "--standalone", "--nproc_per_node", "2"],

@@ -13,7 +13,7 @@ from nnunet_slem.pretrain.checkpoint import load_checkpoint
 from nnunet_slem.pretrain.data import ImageSource, PatchStream, random_patch
 from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer, lr_at
 
-TINY = dict(iters_per_epoch=2, batch_size=2, audit_samples=0, eval_batches=1)
+TINY = dict(iters_per_epoch=2, batch_size=2, audit_samples=0, probe_samples=0, eval_batches=1)
 
 
 def test_checkpoint_loads_with_weights_only_and_carries_metadata(pretrained_checkpoint, project):
@@ -176,3 +176,21 @@ def test_pretraining_runs_with_float16_transfer(project, tmp_path, one_thread):
     auto = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu", PretrainSettings(**TINY),
                           results_root=tmp_path / "auto", preprocessed_root=project.env["nnUNet_preprocessed"])
     assert auto.transfer_dtype() == "float32"  # float16 only pays off on the way to a GPU
+
+
+def test_cfb_and_plain_pretrainings_of_one_seed_start_from_the_same_head(project, tmp_path):
+    """The head is seeded on its own: the CFB draws from the RNG before it, which used to change the head."""
+    heads = []
+    for cfb in (True, False):
+        trainer = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
+                                 PretrainSettings(cfb=cfb, seed=5, **TINY), results_root=tmp_path / str(cfb),
+                                 preprocessed_root=project.env["nnUNet_preprocessed"])
+        model = trainer.build_model()
+        assert (model.network.cfb.__class__.__name__ == "Identity") is not cfb
+        heads.append(model.head.state_dict())
+    assert heads[0].keys() == heads[1].keys() and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    # and the encoder, built before the CFB, is the same too
+    other = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
+                           PretrainSettings(cfb=True, seed=6, **TINY), results_root=tmp_path / "6",
+                           preprocessed_root=project.env["nnUNet_preprocessed"]).build_model()
+    assert not all(torch.equal(heads[0][k], v) for k, v in other.head.state_dict().items())

@@ -14,6 +14,7 @@ from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 import nnunet_slem.trainers as package_trainers
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.pretrain.checkpoint import load_checkpoint, save_atomic
+from nnunet_slem.trainers.slem_trainer import unaliased_keys
 
 
 def make_trainer(project, name: str = "SLeMTrainer_smoke", fold: int = 0):
@@ -43,17 +44,41 @@ def test_handoff_weights_equal_the_pretrained_ones(nnunet_paths, pretrained_chec
     trainer.initialize()
     before = {k: v.clone() for k, v in trainer.plain_network.state_dict().items()}
     trainer.load_slem_pretrained_weights(pretrained_checkpoint)
-    pretrained = load_checkpoint(pretrained_checkpoint)["network_weights"]
+    ckpt = load_checkpoint(pretrained_checkpoint)
+    pretrained = ckpt["network_weights"]
+    assert ckpt["metadata"]["trained_prefixes"] == ["encoder.", "cfb."]
     after = trainer.plain_network.state_dict()
-    transferred = [k for k in after if ".seg_layers." not in k]
+    transferred = [k for k in after if k.startswith(("encoder.", "cfb."))]
     assert transferred and all(torch.equal(after[k], pretrained[k]) for k in transferred)
-    # segmentation layers keep their fresh initialisation (pretraining never trains them)
-    assert all(torch.equal(after[k], before[k]) for k in after if ".seg_layers." in k)
+    # what the classification pretext never trained keeps this run's fresh initialisation: the segmentation
+    # layers and the decoder (copying the checkpoint's untrained decoder would pass it off as pretrained)
+    untouched = [k for k in after if not k.startswith(("encoder.", "cfb.", "decoder.encoder."))]
+    assert any(k.startswith("decoder.stages.") for k in untouched)
+    assert all(torch.equal(after[k], before[k]) for k in untouched)
     # and something really changed: the pretrained encoder differs from a fresh one
     assert not torch.equal(after["encoder.stages.0.0.convs.0.conv.weight"],
                            before["encoder.stages.0.0.convs.0.conv.weight"])
     record = json.loads((Path(trainer.output_folder) / "slem_pretrained_from.json").read_text(encoding="utf-8"))
-    assert record["tensors_loaded"] == len(transferred)
+    # counted once per tensor: nnU-Net's modules reach some tensors under two names (all_modules, decoder.encoder)
+    assert record["tensors_loaded"] == len(set(unaliased_keys(after)) & set(transferred)) < len(transferred)
+    parts = record["tensors_per_part"]
+    assert parts["decoder"]["loaded"] == 0 < parts["decoder"]["total"]
+    assert parts["seg_layers"]["loaded"] == 0
+    assert parts["encoder"]["loaded"] == parts["encoder"]["total"] > 0
+
+
+def test_checkpoints_without_trained_prefixes_load_what_their_pretext_trained(nnunet_paths, pretrained_checkpoint,
+                                                                              tmp_path):
+    """Checkpoints written before the prefixes were recorded: classification pretexts gave encoder + CFB."""
+    old = _edited_checkpoint(pretrained_checkpoint, tmp_path / "old.pth",
+                             lambda ckpt: ckpt["metadata"].pop("trained_prefixes"))
+    trainer = make_trainer(nnunet_paths)
+    trainer.initialize()
+    decoder_before = {k: v.clone() for k, v in trainer.plain_network.state_dict().items()
+                      if k.startswith("decoder.") and not k.startswith("decoder.encoder.")}
+    trainer.load_slem_pretrained_weights(old)
+    after = trainer.plain_network.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in decoder_before.items())
 
 
 def test_stock_pretrained_weights_loader_accepts_the_checkpoint(nnunet_paths, pretrained_checkpoint):
@@ -140,6 +165,49 @@ def test_continue_training_does_not_reload_pretraining(nnunet_paths, monkeypatch
     assert calls == [1]
 
 
+def test_seed_gives_every_method_the_same_decoder_and_data_draws(nnunet_paths, monkeypatch):
+    """SLEM_SEED pairs the arms: scratch (plain network) and SLeM (CFB network) start from the same decoder."""
+    import numpy as np
+
+    monkeypatch.setenv("SLEM_SEED", "3")
+    scratch = make_trainer(nnunet_paths, "SLeMTrainer_noCFB_noPretrain")
+    slem = make_trainer(nnunet_paths, "SLeMTrainer_smoke")
+    draws = []
+    for trainer in (scratch, slem):
+        trainer.initialize()
+        monkeypatch.setattr(nnUNetTrainer, "on_train_start", lambda self: draws.append(np.random.rand()))
+        trainer.use_slem_pretraining = False
+        trainer.on_train_start()
+    a, b = scratch.plain_network.state_dict(), slem.plain_network.state_dict()
+    shared = [k for k in a if k.startswith(("decoder.", "encoder."))]
+    assert shared and all(torch.equal(a[k], b[k]) for k in shared)
+    assert draws[0] == draws[1]  # the loaders' first draw, although the CFB network drew more at build time
+    monkeypatch.setenv("SLEM_SEED", "4")
+    other = make_trainer(nnunet_paths, "SLeMTrainer_noCFB_noPretrain")
+    other.initialize()
+    assert not torch.equal(other.plain_network.state_dict()[shared[0]], a[shared[0]])
+
+
+def test_bad_seed_is_a_clear_error(nnunet_paths, monkeypatch):
+    monkeypatch.setenv("SLEM_SEED", "abc")
+    with pytest.raises(UserFacingError, match="SLEM_SEED='abc' must be a non-negative integer"):
+        make_trainer(nnunet_paths, "SLeMTrainer_noCFB_noPretrain")
+
+
+@pytest.mark.parametrize(("name", "lr", "decoder_epochs"), [
+    ("SLeMTrainer", 1e-3, 0), ("SLeMTrainer_nnUNetRecipe", 1e-2, 0), ("SLeMTrainer_sawtooth", 1e-3, 1),
+    ("SLeMTrainer_noPretrain", 1e-2, 0), ("SLeMTrainer_noCFB_noPretrain", 1e-2, 0), ("JiGenTrainer", 1e-2, 0)])
+def test_recipes_of_the_trainers(nnunet_paths, monkeypatch, name, lr, decoder_epochs):
+    """Pretrained arms share the warm-up recipe, random-init arms keep nnU-Net's; warm-ups scale with the schedule."""
+    monkeypatch.setenv("SLEM_EPOCHS", "20")
+    trainer = make_trainer(nnunet_paths, name)
+    trainer.initialize()
+    assert trainer.initial_lr == lr
+    assert trainer.decoder_warmup_epochs == decoder_epochs
+    trainer.lr_scheduler.step(trainer.num_epochs - 1)
+    assert 0 < trainer.optimizer.param_groups[0]["lr"] < lr
+
+
 def test_decoder_warmup_freezes_encoder_and_cfb(nnunet_paths):
     from nnunet_slem.trainers.variants import SLeMTrainer_decoderWarmup
 
@@ -151,9 +219,16 @@ def test_decoder_warmup_freezes_encoder_and_cfb(nnunet_paths):
     assert not any(p.requires_grad for p in net.cfb.parameters())
     assert not any(p.requires_grad for p in net.encoder.parameters())
     assert all(p.requires_grad for p in net.decoder.seg_layers.parameters())
+    assert trainer.decoder_warmup_epochs == 50  # 5 % of nnU-Net's 1000 epochs
     trainer.current_epoch = trainer.decoder_warmup_epochs
     trainer.on_train_epoch_start()
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_decoder_warmup_is_a_fraction_of_short_schedules(nnunet_paths, monkeypatch):
+    monkeypatch.setenv("SLEM_EPOCHS", "10")
+    trainer = make_trainer(nnunet_paths, "SLeMTrainer_decoderWarmup")
+    assert trainer.decoder_warmup_epochs == 1  # not 50 epochs of a 10-epoch training
 
 
 def test_checkpoints_are_written_atomically(nnunet_paths, monkeypatch, tmp_path):

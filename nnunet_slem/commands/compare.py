@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from nnunet_slem.compare import METHODS, CompareSettings, parse_methods
+from nnunet_slem.compare import ALL_METHODS, METHODS, CompareSettings, parse_methods
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "For each method: pretrain (finished checkpoints are reused), fine-tune with nnUNetv2_train on the "
-        "fold's training cases (optionally only --labeled of them, the same per seed for every method), validate "
-        "on the fold's validation cases, and write results.csv, results.md and results.png. Rerunning continues "
-        "an interrupted comparison. Methods: " + "; ".join(f"{m.name}: {m.description}" for m in METHODS.values())
+        "fold's training cases (optionally only --labeled of them), validate on the fold's validation cases "
+        "(monitoring), predict the held-out test cases (imagesTs/labelsTs) and write results.csv/.md/.png and, "
+        "on the test split, paired.csv/.png: each method minus --reference per region with a hierarchical "
+        "bootstrap 95% CI over seeds and cases and a Wilcoxon p over seeds. Seed s fixes the labelled subset and "
+        "the fine-tuning RNG identically for every method. Rerunning continues an interrupted comparison. "
+        "Methods: " + "; ".join(f"{m.name}: {m.description}" for m in ALL_METHODS.values())
     )
     parser.add_argument("-d", dest="dataset", required=True, help="dataset id or name")
     parser.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 3d_fullres")
@@ -20,11 +23,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier [nnUNetPlans]")
     parser.add_argument("-device", dest="device", default="cuda", choices=["cuda", "cpu", "mps"])
     parser.add_argument("--methods", type=parse_methods, default=list(METHODS),
-                        help=f"comma-separated subset of {','.join(METHODS)} [all]")
+                        help=f"comma-separated subset of {','.join(ALL_METHODS)} [{','.join(METHODS)}]")
     parser.add_argument("--labeled", default=None,
                         help="labelled training cases per run: a count (4) or a fraction (0.25) of the fold's "
                         "training patients [all]")
-    parser.add_argument("--seeds", type=int, default=1, help="repetitions with different labelled subsets [1]")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="paired fine-tuning seeds: seed s picks the labelled subset and seeds the fine-tuning "
+                        "RNG, the same for every method [1]")
+    parser.add_argument("--pretrain-seeds", type=int, default=1,
+                        help="pretrain each pretext P times (--seed 0..P-1); fine-tuning seed s starts from "
+                        "pretraining s mod P [1]")
+    parser.add_argument("--reference", default="scratch",
+                        help="the method every other one is compared with in paired.csv [scratch]")
+    parser.add_argument("--test-images", default=None, metavar="DIR",
+                        help="held-out test images [the raw dataset's imagesTs]")
+    parser.add_argument("--test-labels", default=None, metavar="DIR",
+                        help="their labels [the raw dataset's labelsTs]")
+    parser.add_argument("--no-tta", dest="tta", action="store_false",
+                        help="predict the test cases without nnU-Net's test-time mirroring (8x faster on a CPU; "
+                        "the same for every method)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny pretraining and fine-tuning schedules for a CPU check of the whole pipeline "
                         "(pretraining goes to the comparison's own folder, never reused for real runs)")

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrain-iters", type=int, default=d.pretrain_iters)
     parser.add_argument("--pretrain-batch", type=int, default=d.pretrain_batch)
     parser.add_argument("--audit-samples", type=int, default=d.audit_samples)
+    parser.add_argument("--probe-samples", type=int, default=d.probe_samples,
+                        help=f"held-out samples per shortcut probe of the pretrained network [{d.probe_samples}]")
     parser.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
     parser.add_argument("--finetune-iters", type=int, default=d.finetune_iters)
     parser.add_argument("--seed", type=int, default=d.seed)

@@ -53,10 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "0 on CPU]")
     parser.add_argument("--audit-samples", type=int, default=600,
                         help="samples for the shortcut audit run before training (0 skips it) [600]")
+    parser.add_argument("--probe-samples", type=int, default=128,
+                        help="held-out samples per shortcut probe of the final network, written to probes.json "
+                        "(SLeM pretext; 0 skips the probes) [128]")
     parser.add_argument("--seed", type=int, default=0, help="seed of data sampling and the assignment set [0]")
     parser.add_argument("--pretext", choices=PRETEXT_NAMES, default="slem",
                         help="slem (the method), or a baseline: taleb (multimodal puzzle), supervoxel (supervoxel "
-                        "segmentation); output folder <Prefix>Pretrain__PLANS__CONFIG [slem]")
+                        "segmentation), mae (masked image modelling); output folder <Prefix>Pretrain__PLANS__CONFIG "
+                        "[slem]")
     parser.add_argument("--no-cfb", action="store_true",
                         help="pretrain the plain nnU-Net network without CFB (folder suffix _noCFB; fine-tune it "
                         "with -tr SLeMTrainer_noCFB)")
@@ -118,7 +122,8 @@ def settings_from(args: argparse.Namespace):
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_iters=args.warmup_iters, seed=args.seed, num_workers=args.num_workers,
-        compile=args.compile, audit_samples=args.audit_samples, pretext=pretext_options(args),
+        compile=args.compile, audit_samples=args.audit_samples, probe_samples=args.probe_samples,
+        pretext=pretext_options(args),
         pretext_name=getattr(args, "pretext", "slem"), cfb=not getattr(args, "no_cfb", False),
     )
 

@@ -5,10 +5,11 @@ Format (``torch.load(path, weights_only=True)`` loads it; nothing in it needs pi
 - ``network_weights``: the full state dict of the network ``SLeMTrainer`` builds from the same plans
   (so nnU-Net's stock ``-pretrained_weights`` accepts it too);
 - ``head_weights``: the pretext classification head (empty for dense pretexts, whose head is the decoder);
-- ``optimizer_state``, ``scheduler_state``, ``grad_scaler_state``, ``rng_state``, ``logging``, ``epoch``:
-  what ``--resume`` needs;
+- ``optimizer_state``, ``grad_scaler_state``, ``logging``, ``epoch``: what ``--resume`` needs (no RNG state:
+  every sample is seeded by its own key);
 - ``metadata``: format version, package versions, dataset, plans, configuration, channel names, patch
-  size, spacing, normalisation, CFB config and stage, pretext name and state (e.g. its assignment set).
+  size, spacing, normalisation, CFB config and stage, pretext name and state (e.g. its assignment set), and
+  ``trained_prefixes``: the state-dict prefixes of the parts the pretext trained (:func:`pretrained_prefixes`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,27 @@ from nnunet_slem.errors import UserFacingError
 FORMAT_VERSION = 1
 WEIGHTS_ENV = "SLEM_PRETRAINED_WEIGHTS"
 #: ``--pretext`` name -> prefix of its pretraining folder
-PRETRAIN_FOLDER_PREFIXES = {"slem": "SLeMPretrain", "taleb": "TalebPretrain", "supervoxel": "SupervoxelPretrain"}
+PRETRAIN_FOLDER_PREFIXES = {"slem": "SLeMPretrain", "taleb": "TalebPretrain", "supervoxel": "SupervoxelPretrain",
+                            "mae": "MAEPretrain"}
+
+
+#: What checkpoints written before ``trained_prefixes`` was recorded trained, by pretext: the classification
+#: pretexts train encoder and CFB (their head is separate), the dense supervoxel pretext the whole U-Net
+#: except the segmentation layers.
+_LEGACY_TRAINED_PREFIXES = {
+    "classification": ("encoder.", "cfb."),
+    "dense": ("encoder.", "cfb.", "decoder.stages.", "decoder.transpconvs."),
+}
+_DENSE_PRETEXTS = ("supervoxel", "mae")
+
+
+def pretrained_prefixes(meta: dict) -> tuple[str, ...]:
+    """State-dict prefixes of the network parts a checkpoint's pretext actually trained."""
+    recorded = meta.get("trained_prefixes")
+    if recorded:
+        return tuple(recorded)
+    kind = "dense" if meta.get("pretext_name", "slem") in _DENSE_PRETEXTS else "classification"
+    return _LEGACY_TRAINED_PREFIXES[kind]
 
 
 def pretrain_folder_name(plans_name: str, configuration: str, pretext: str = "slem", cfb: bool = True) -> str:

@@ -20,6 +20,9 @@ from torch import nn
 from nnunet_slem.network.slem_network import SLeMNetwork
 
 HEAD_GRID = 4
+#: The pretext head is initialised from ``seed + HEAD_SEED_OFFSET``, after the network: the same head for the
+#: CFB and no-CFB networks of one seed, whatever the CFB drew from the RNG.
+HEAD_SEED_OFFSET = 1_000_003
 
 
 def grid_head(channels: int, bottleneck_size: Sequence[int], num_classes: int, dropout: float = 0.0) -> nn.Module:
@@ -65,3 +68,11 @@ class PretextSegmenter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.network(x)
         return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def trained_prefixes(model: PretextClassifier | PretextSegmenter) -> list[str]:
+    """State-dict prefixes (``encoder.``, ``cfb.``, ``decoder.stages.``, ...) of the network parts the pretext
+    trains. Fine-tuning copies only these: every other tensor of the saved network is its seeded random
+    initialisation, and copying it would pass an untrained part off as pretrained."""
+    trained = {id(m) for m in model.trained_modules()}
+    return [f"{name}." for name, module in model.network.named_modules() if name and id(module) in trained]

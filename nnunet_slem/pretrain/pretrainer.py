@@ -70,7 +70,8 @@ from nnunet_slem.pretrain.distributed import (
 )
 from nnunet_slem.pretrain.feeder import DeviceFeeder
 from nnunet_slem.pretrain.locate import PreprocessedDataset, dataset_id_of, locate_preprocessed
-from nnunet_slem.pretrain.model import PretextClassifier, PretextSegmenter
+from nnunet_slem.pretrain.model import HEAD_SEED_OFFSET, PretextClassifier, PretextSegmenter, trained_prefixes
+from nnunet_slem.pretrain.probes import ProbeResult, run_probes
 from nnunet_slem.pretrain.progress import plot_progress
 
 LOG_NAME = "pretrain_log.txt"
@@ -94,8 +95,9 @@ class PretrainSettings:
     compile: bool = False
     eval_batches: int = 4
     audit_samples: int = 600  # histogram-classifier training samples before pretraining; 0 skips the audit
+    probe_samples: int = 128  # held-out samples per probe of the final network (SLeM pretext); 0 skips the probes
     pretext: dict = field(default_factory=dict)  # the pretext's options (its config fields)
-    pretext_name: str = "slem"  # or a baseline: "taleb", "supervoxel"
+    pretext_name: str = "slem"  # or a baseline: "taleb", "supervoxel", "mae"
     cfb: bool = True  # False: pretrain the plain nnU-Net network (no CFB)
     # dtype of the patches the loader hands over; "auto": float16 on CUDA (half the bytes through shared and
     # pinned memory and to the GPU; the network computes in float16 under AMP anyway), float32 otherwise and
@@ -114,6 +116,8 @@ class PretrainSettings:
             raise UserFacingError("--batch-size must be at least 1.")
         if self.seed < 0:
             raise UserFacingError("--seed must be 0 or larger.")
+        if self.probe_samples < 0:
+            raise UserFacingError("--probe-samples must be 0 (no probes) or larger.")
         if self.transfer_dtype not in ("auto", "float16", "float32"):
             raise UserFacingError(f"Unknown transfer dtype {self.transfer_dtype!r}; use auto, float16 or float32.")
         if self.pretext_name not in PRETEXT_NAMES:
@@ -200,6 +204,9 @@ class SLeMPretrainer:
                                      label_manager.num_segmentation_heads, True, self.cfb_config())
         strides = self.configuration_manager.network_arch_init_kwargs["strides"]
         bottleneck = feature_map_sizes(self.patch_size, strides)[-1]
+        # the head's own seed: the CFB draws from the RNG before it, and the CFB and no-CFB arms of a comparison
+        # must start from the same head
+        torch.manual_seed(self.settings.seed + HEAD_SEED_OFFSET)
         return PretextClassifier(network, self.pretext.num_classes, bottleneck)
 
     def metadata(self, network: SLeMNetwork) -> dict:
@@ -241,6 +248,7 @@ class SLeMPretrainer:
         source = self._image_source()
         meta = self.metadata(model.network)
         meta["num_images"] = len(source)
+        meta["trained_prefixes"] = trained_prefixes(model)
         if self.dist.is_main:
             self._prepare_output_folder(meta)
             if self.settings.audit_samples > 0 and self.audit_result is None and isinstance(self.pretext,
@@ -270,6 +278,8 @@ class SLeMPretrainer:
             if latest.is_file():
                 latest.unlink()
             print(f"Pretrained weights: {final}")
+            if self.settings.probe_samples > 0 and isinstance(self.pretext, SLeMPretext):
+                self._run_probes(model, source)
         self.dist.barrier()
         return final
 
@@ -445,11 +455,42 @@ class SLeMPretrainer:
         return total / max(1, count)
 
     def _run_audit(self, source: ImageSource) -> dict:
-        print("Shortcut audit: can block intensity statistics alone solve the pretext?")
+        print("Shortcut audit: can block statistics (histograms, seams, texture) alone solve the pretext?")
         result = self.audit(self.settings.audit_samples, max(1, self.settings.audit_samples // 2), source)
         print("  " + result.summary())
         self._append_log_line("audit: " + result.summary())
         return result.to_dict()
+
+    def _run_probes(self, model: nn.Module, source: ImageSource) -> ProbeResult:
+        """Probe the final network for shortcuts (seams, other cases' blocks, background) and write
+        ``probes.json``; the findings go to the log too."""
+        print("Probes: does the pretrained network solve the pretext from seams, case consistency or background?")
+        result = self.probe(model, self.settings.probe_samples, source)
+        write_json_atomic(self.output_folder / "probes.json", result.to_dict())
+        for line in [result.summary(), *result.findings()]:
+            print("  " + line)
+            self._append_log_line("probes: " + line)
+        return result
+
+    def probe(self, model: nn.Module, n: int, source: ImageSource | None = None) -> ProbeResult:
+        """:func:`~nnunet_slem.pretrain.probes.run_probes` on ``n`` held-out patches (the evaluation set's sample
+        stream, never trained on) of the SLeM pretext; ``model`` is the pretext classifier."""
+        if not isinstance(self.pretext, SLeMPretext):
+            raise UserFacingError(f"The probes are for the SLeM pretext only, not {self.pretext.name!r}; "
+                                  "use a SLeM pretraining checkpoint.")
+        stream = iter(PatchStream(source or self._image_source(), self.patch_size, 1, self.settings.seed,
+                                  stream=EVAL_STREAM))
+
+        def sample_images(k: int) -> torch.Tensor:
+            return torch.cat([next(stream) for _ in range(k)]).to(self.device)
+
+        def classify(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+                return model(x).float()
+
+        model.eval()
+        return run_probes(classify, self.pretext, sample_images, n, seed=self.settings.seed,
+                          batch_size=max(self.local_batch_size, self.pretext.num_blocks))
 
     def audit(self, n_train: int = 1000, n_test: int = 300, source: ImageSource | None = None) -> AuditResult:
         """Can a histogram classifier solve the pretext from per-block intensity statistics? (It should not.)"""

@@ -32,6 +32,7 @@ from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans, feature_map_sizes
 from nnunet_slem.pretext.tiles import build_permutation_set, shuffle_tiles, tile_slices
 from nnunet_slem.pretrain.model import grid_head
+from nnunet_slem.trainers.recipes import NNUNET_RECIPE
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 
 WEIGHT_ENV = "SLEM_JIGEN_WEIGHT"
@@ -62,6 +63,7 @@ class JiGenTrainer(SLeMTrainer):
     """CFB network from random weights, trained with segmentation + jigsaw loss (module docstring)."""
 
     use_slem_pretraining = False
+    recipe = NNUNET_RECIPE  # randomly initialised: nnU-Net's own recipe, as for training from scratch
     jigsaw_weight: float = 0.7
     ordered_fraction: float = 0.6
     num_permutations: int = 30

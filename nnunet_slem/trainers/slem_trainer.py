@@ -21,7 +21,20 @@ Environment variables every nnunet-slem trainer honours, for experiments such as
   training cases (:mod:`nnunet_slem.trainers.labeled_subset`);
 - ``SLEM_EPOCHS``, ``SLEM_ITERS_PER_EPOCH``, ``SLEM_VAL_ITERS``: override the schedule (nnU-Net's 1000 x 250
   x 50 by default), so all methods of a comparison share one; ``SLEM_SAVE_EVERY``: write
-  ``checkpoint_latest.pth`` every N epochs instead of nnU-Net's 50, so a killed run loses less.
+  ``checkpoint_latest.pth`` every N epochs instead of nnU-Net's 50, so a killed run loses less;
+- ``SLEM_SEED``: seeds torch, numpy and Python's RNG before the network is built and again before the data
+  loaders start, so every method of a comparison fine-tunes with the same decoder initialisation (where the
+  architectures agree) and the same patch and augmentation draws (exactly so with ``nnUNet_n_proc_DA=0``;
+  nnU-Net's background augmentation workers are not seeded by it).
+
+Fine-tuning recipe (:mod:`nnunet_slem.trainers.recipes`): pretrained trainers start at lr 1e-3 with a linear
+warm-up of the whole network over 5 % of the epochs, then nnU-Net's poly decay (upstream nnU-Net's recipe for
+self-supervised checkpoints); the random-initialisation trainers keep nnU-Net's own (lr 1e-2, no warm-up).
+Variants change only that (``SLeMTrainer_nnUNetRecipe``, ``SLeMTrainer_sawtooth``, ``SLeMTrainer_decoderWarmup``).
+
+Only what the pretext trained is copied (the checkpoint's ``trained_prefixes``): a classification pretext
+never trains the decoder, so the decoder keeps this run's seeded random initialisation, as in training
+from scratch.
 
 Every checkpoint is written atomically (a temporary sibling, then a rename): nnU-Net writes in place, and a
 kill during that write would leave a ``checkpoint_latest.pth`` that ``--c`` cannot load.
@@ -30,8 +43,11 @@ kill during that write would leave a ``checkpoint_latest.pth`` that ``--c`` cann
 from __future__ import annotations
 
 import os
+import random
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -49,11 +65,22 @@ from nnunet_slem.pretrain.checkpoint import (
     data_metadata,
     load_checkpoint,
     pretrain_output_folder,
+    pretrained_prefixes,
 )
 from nnunet_slem.trainers.labeled_subset import LABELED_ENV, subset_from_env
+from nnunet_slem.trainers.recipes import WARMUP_RECIPE, Recipe, RecipeLRScheduler
 
 SCHEDULE_ENV = {"SLEM_EPOCHS": "num_epochs", "SLEM_ITERS_PER_EPOCH": "num_iterations_per_epoch",
                 "SLEM_VAL_ITERS": "num_val_iterations_per_epoch", "SLEM_SAVE_EVERY": "save_every"}
+SEED_ENV = "SLEM_SEED"
+
+
+def seed_everything(seed: int) -> None:
+    """torch (every device), numpy's and Python's global RNGs: what nnU-Net's network init, patch sampling and
+    augmentation draw from."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 class SLeMTrainer(nnUNetTrainer):
@@ -63,8 +90,8 @@ class SLeMTrainer(nnUNetTrainer):
     cfb_defaults: CFBConfig = CFBConfig()
     #: Load the SLeM checkpoint at the start of training (False for the random-init ablation).
     use_slem_pretraining: bool = True
-    #: Epochs during which encoder and CFB stay frozen so the random decoder adapts first (0 = off).
-    decoder_warmup_epochs: int = 0
+    #: Learning rate, warm-ups and decay (see :mod:`nnunet_slem.trainers.recipes`).
+    recipe: Recipe = WARMUP_RECIPE
     #: Which pretraining the default checkpoint comes from (``nnunet-slem pretrain --pretext``).
     pretext_name: str = "slem"
 
@@ -73,6 +100,27 @@ class SLeMTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._weights_at_init: torch.Tensor | None = None
         self._schedule_overrides = self._schedule_from_env()
+        self.initial_lr = self.recipe.initial_lr
+        self.seed = self._seed_from_env()
+
+    @staticmethod
+    def _seed_from_env() -> int | None:
+        text = os.environ.get(SEED_ENV, "").strip()
+        if not text:
+            return None
+        if not text.isdigit():
+            raise UserFacingError(f"{SEED_ENV}={text!r} must be a non-negative integer (or unset).")
+        return int(text)
+
+    @property
+    def decoder_warmup_epochs(self) -> int:
+        """Epochs during which encoder and CFB stay frozen so the random decoder adapts first (0 = off)."""
+        return self.recipe.phases(self.num_epochs)[0]
+
+    def configure_optimizers(self):
+        """nnU-Net's SGD with this trainer's recipe: its learning rate, warm-ups and poly decay."""
+        optimizer, _ = super().configure_optimizers()
+        return optimizer, RecipeLRScheduler(optimizer, self.recipe, self.num_epochs)
 
     def _schedule_from_env(self) -> dict[str, int]:
         overrides = {}
@@ -112,9 +160,20 @@ class SLeMTrainer(nnUNetTrainer):
             "train": subset, "val": list(val_keys), "fold_train_cases": len(tr_keys)})
         return subset, val_keys
 
+    def initialize(self) -> None:
+        if self.seed is not None:
+            seed_everything(self.seed)  # before the network is built: the same initialisation for every method
+        super().initialize()
+        # remember one tensor so on_train_start can tell whether -pretrained_weights replaced the weights
+        self._weights_at_init = self._first_encoder_weight().clone()
+
     def on_train_start(self) -> None:
         if self._schedule_overrides:
             self.print_to_log_file(f"Schedule from the environment: {self._schedule_overrides}")
+        self.print_to_log_file(f"Fine-tuning recipe ({type(self).__name__}): {self.recipe.describe(self.num_epochs)}")
+        if self.seed is not None:
+            self.print_to_log_file(f"{SEED_ENV}={self.seed}: torch, numpy and random seeded")
+            seed_everything(self.seed + 1)  # the data loaders' draws no longer depend on the network's size
         self._load_pretrained_on_start()
 
     @classmethod
@@ -149,11 +208,6 @@ class SLeMTrainer(nnUNetTrainer):
                                         self.configuration_name, self.pretext_name, self.cfb_config.enabled)
         return folder / "checkpoint_final.pth"
 
-    def initialize(self) -> None:
-        super().initialize()
-        # remember one tensor so on_train_start can tell whether -pretrained_weights replaced the weights
-        self._weights_at_init = self._first_encoder_weight().clone()
-
     def _first_encoder_weight(self) -> torch.Tensor:
         return next(self.plain_network.encoder.parameters()).detach()
 
@@ -186,7 +240,8 @@ class SLeMTrainer(nnUNetTrainer):
             self.load_slem_pretrained_weights(path)
 
     def load_slem_pretrained_weights(self, path: Path) -> None:
-        """Copy every pretrained tensor except the segmentation layers, after checking compatibility."""
+        """Copy the tensors of the parts the pretext trained (never the segmentation layers), after checking
+        compatibility; log how many tensors of each part were loaded and kept."""
         ckpt = load_checkpoint(path, map_location="cpu")
         meta = ckpt["metadata"]
         for msg in check_metadata(meta, data_metadata(self.plans_manager, self.configuration_manager,
@@ -203,11 +258,18 @@ class SLeMTrainer(nnUNetTrainer):
         network = self.plain_network
         state = network.state_dict()
         check_architecture(ckpt["network_weights"], state, str(path))
-        loaded = [k for k in state if ".seg_layers." not in k]
+        prefixes = pretrained_prefixes(meta)
+        own = unaliased_keys(state)  # nnU-Net's decoder keeps a reference to the encoder: its keys alias encoder.*
+        loaded = [k for k in own if ".seg_layers." not in k and k.startswith(prefixes)]
         state.update({k: ckpt["network_weights"][k] for k in loaded})
         network.load_state_dict(state)
-        self.print_to_log_file(f"Loaded SLeM-pretrained weights ({len(loaded)} tensors) from {path}")
+        per_part = tensors_per_part(own, set(loaded))
+        counts = ", ".join(f"{part} {n_loaded}/{n_all}" for part, (n_loaded, n_all) in per_part.items())
+        self.print_to_log_file(f"Loaded SLeM-pretrained weights from {path}; tensors loaded per part: {counts}")
         record = {"checkpoint": str(path.resolve()), "tensors_loaded": len(loaded),
+                  "tensors_per_part": {part: {"loaded": n_loaded, "total": n_all}
+                                       for part, (n_loaded, n_all) in per_part.items()},
+                  "trained_prefixes": list(prefixes),
                   "pretrain_epochs": ckpt.get("epoch"), "metadata": {k: v for k, v in meta.items()
                                                                      if k != "pretext"}}
         write_json_atomic(Path(self.output_folder) / "slem_pretrained_from.json", record, default=str)
@@ -222,3 +284,26 @@ class SLeMTrainer(nnUNetTrainer):
             if self.current_epoch in (0, self.decoder_warmup_epochs):
                 self.print_to_log_file("Encoder and CFB " + ("frozen (decoder warm-up)" if frozen else "unfrozen"))
         super().on_train_epoch_start()
+
+
+def unaliased_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """The state dict's keys without those whose tensor is one an earlier key already holds (nnU-Net's decoder
+    stores its encoder, so ``decoder.encoder.*`` repeats ``encoder.*``)."""
+    seen, keys = set(), []
+    for key, tensor in state.items():
+        identity = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if tensor.numel() == 0 or identity not in seen:
+            keys.append(key)
+            seen.add(identity)
+    return keys
+
+
+def tensors_per_part(keys: list[str], loaded: set[str]) -> dict[str, tuple[int, int]]:
+    """``part -> (tensors loaded, tensors in total)`` for the network's parts: encoder, cfb, decoder (stages
+    and transposed convolutions) and the segmentation layers."""
+    def part(key: str) -> str:
+        return "seg_layers" if ".seg_layers." in key else key.split(".", 1)[0]
+
+    total = Counter(part(k) for k in keys)
+    hits = Counter(part(k) for k in loaded)
+    return {p: (hits[p], total[p]) for p in total}

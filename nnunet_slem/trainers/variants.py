@@ -7,13 +7,16 @@ import os
 import torch
 
 from nnunet_slem.network.cfb import CFBConfig
+from nnunet_slem.trainers.recipes import NNUNET_RECIPE, SAWTOOTH_RECIPE, Recipe
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 
 
 class SLeMTrainer_noPretrain(SLeMTrainer):
-    """Same CFB network, random initialisation: the "CFB without SLeM" ablation."""
+    """Same CFB network, random initialisation: the "CFB without SLeM" ablation. Trains with nnU-Net's own
+    recipe (lr 1e-2, no warm-up), like every randomly initialised arm."""
 
     use_slem_pretraining = False
+    recipe = NNUNET_RECIPE
 
 
 class SLeMTrainer_noCFB(SLeMTrainer):
@@ -23,10 +26,11 @@ class SLeMTrainer_noCFB(SLeMTrainer):
 
 
 class SLeMTrainer_noCFB_noPretrain(SLeMTrainer_noCFB):
-    """nnU-Net's plain network from random weights: training from scratch, with nnunet-slem's subset and
-    schedule options (otherwise the same as ``nnUNetTrainer``)."""
+    """nnU-Net's plain network from random weights with nnU-Net's recipe: training from scratch, with
+    nnunet-slem's subset, schedule and seed options (otherwise the same as ``nnUNetTrainer``)."""
 
     use_slem_pretraining = False
+    recipe = NNUNET_RECIPE
 
 
 class SLeMTrainer_fromTaleb(SLeMTrainer):
@@ -41,10 +45,38 @@ class SLeMTrainer_fromSupervoxel(SLeMTrainer):
     pretext_name = "supervoxel"
 
 
-class SLeMTrainer_decoderWarmup(SLeMTrainer):
-    """Freeze the pretrained encoder and CFB for the first 50 epochs so the random decoder adapts first."""
+class SLeMTrainer_fromMAE(SLeMTrainer):
+    """The CFB network initialised from ``nnunet-slem pretrain --pretext mae`` (masked-image-modelling baseline,
+    decoder included: the pretext trains the whole U-Net)."""
 
-    decoder_warmup_epochs = 50
+    pretext_name = "mae"
+
+
+class SLeMTrainer_noCFB_fromMAE(SLeMTrainer_noCFB):
+    """nnU-Net's plain network initialised from ``nnunet-slem pretrain --pretext mae --no-cfb``: MAE as published
+    (no CFB), for comparing the pretexts on the plain network."""
+
+    pretext_name = "mae"
+
+
+class SLeMTrainer_nnUNetRecipe(SLeMTrainer):
+    """SLeM weights fine-tuned with nnU-Net's from-scratch recipe (lr 1e-2, no warm-up): the recipe ablation."""
+
+    recipe = NNUNET_RECIPE
+
+
+class SLeMTrainer_sawtooth(SLeMTrainer):
+    """The "sawtooth" recipe: the decoder warms up alone for 5 % of the epochs (encoder and CFB frozen), then
+    the whole network warms up for 5 %, then poly decay; lr 1e-3."""
+
+    recipe = SAWTOOTH_RECIPE
+
+
+class SLeMTrainer_decoderWarmup(SLeMTrainer):
+    """Freeze the pretrained encoder and CFB for the first 5 % of the epochs (50 of nnU-Net's 1000) so the random
+    decoder adapts first; lr 1e-3 rising over that phase, then poly decay."""
+
+    recipe = Recipe(initial_lr=1e-3, decoder_warmup_fraction=0.05)
 
 
 class SLeMTrainer_smoke(SLeMTrainer):
@@ -62,6 +94,7 @@ class SLeMTrainer_noPretrain_smoke(SLeMTrainer_smoke):
     """The smoke schedule with random initialisation."""
 
     use_slem_pretraining = False
+    recipe = NNUNET_RECIPE
 
 
 class SLeMTrainer_demo(SLeMTrainer):
@@ -79,3 +112,4 @@ class SLeMTrainer_noPretrain_demo(SLeMTrainer_demo):
     """The demo's schedule with random initialisation (the demo's baseline)."""
 
     use_slem_pretraining = False
+    recipe = NNUNET_RECIPE
