@@ -153,3 +153,19 @@ def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
     assert pretrained == [("slem", True, 0), ("slem", False, 0), ("slem", True, 1), ("slem", False, 1)]
     assert ("slem", 3, "True-1.pth", 1) in finetuned and ("slem_nocfb", 4, "False-0.pth", 0) in finetuned
     assert ("scratch", 3, None, None) in finetuned and len(finetuned) == 15
+
+
+def test_compare_smoke_with_the_mae_baseline_writes_an_mae_row(reduced_demo, tmp_path):
+    out, _, demo = reduced_demo
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    target = tmp_path / "compare_mae"
+    proc = _compare(out, target, "--methods", "scratch,mae")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    with open(target / "results.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    assert [r["method"] for r in rows] == ["scratch", "mae"] and rows[1]["pretext"] == "mae"
+    with open(target / "paired.csv", newline="", encoding="utf-8") as f:
+        assert {r["method"] for r in csv.DictReader(f)} == {"mae"}
+    record = next(target.rglob("SLeMTrainer_fromMAE__*/fold_0/slem_pretrained_from.json"))
+    loaded = json.loads(record.read_text(encoding="utf-8"))
+    assert "MAEPretrain__" in loaded["checkpoint"] and loaded["tensors_per_part"]["decoder"]["loaded"] > 0
