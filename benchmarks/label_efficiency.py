@@ -28,9 +28,7 @@ schedule was long enough for scratch to converge.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -115,41 +113,57 @@ def _scratch_curves(compare_dir: Path) -> list[tuple[str, list[float]]]:
     return curves
 
 
+def _records(compare_dir: Path) -> list[dict]:
+    """Every evaluated run of a comparison folder (``runs/seed_S/<method>.json``), finished invocation or not."""
+    from nnunet_slem.compare import RECORD_VERSION
+
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(compare_dir.glob("runs/seed_*/*.json"))]
+    return [r for r in records if r.get("record_version") == RECORD_VERSION and "test" in r["splits"]]
+
+
 def report(args: argparse.Namespace) -> None:
-    """Merge every comparison under ``--root`` into ``--out``: paired.csv, summary.md, forest and curve plots."""
+    """Every comparison under ``--root`` into ``--out``: paired differences to scratch on the test split (over the
+    seeds both arms have finished, so an arm still running is reported with its ``n_seeds`` so far), mean ± std
+    tables, the forest plot of the mean over regions, and the scratch arm's validation curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nnunet_slem.evaluation.paired import PairedDifference, plot_paired
+    from nnunet_slem.compare import ALL_METHODS
+    from nnunet_slem.compare_report import case_records, results_markdown, split_rows
+    from nnunet_slem.evaluation.paired import (
+        PairedDifference,
+        collapsed_runs,
+        paired_csv,
+        paired_differences,
+        paired_markdown,
+        plot_paired,
+    )
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    rows, sections, diffs = [], [], []
+    csv_parts, sections, forest = [], [], []
     for compare_dir in sorted((args.root / "compare").glob("K*")):
-        if not (compare_dir / "paired.csv").is_file():
+        records = _records(compare_dir)
+        if not records or len({r["method"] for r in records}) < 2:
             continue
-        label = compare_dir.name
-        with open(compare_dir / "paired.csv", newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                rows.append({"labeled": label, **row})
-                if row["region"] == "mean":
-                    diffs.append(PairedDifference(
-                        method=f"{row['method']} ({label})", reference=row["reference"], region="mean",
-                        mean_diff=float(row["mean_diff"]), ci_low=float(row["ci_low"]), ci_high=float(row["ci_high"]),
-                        p_value=float(row["p_value"]), n_seeds=int(row["n_seeds"]), n_cases=int(row["n_cases"])))
-        sections.append(f"## {compare_dir.name}\n\n" + (compare_dir / "results.md").read_text(encoding="utf-8"))
-        for name in ("results.png", "paired.png"):
-            if (compare_dir / name).is_file():
-                shutil.copyfile(compare_dir / name, out / f"{compare_dir.name}__{name}")
-    if not rows:
-        sys.exit(f"No finished comparison (paired.csv) under {args.root}/compare.")
-    with open(out / "paired.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    plot_paired(diffs, out / "paired_mean.png", "label-efficiency benchmark: mean Dice of WT/TC/ET, method − scratch")
+        regions = list(records[0]["splits"]["test"]["dice"])
+        cases = case_records(records, "test")
+        diffs = paired_differences(cases, reference="scratch", regions=regions)
+        body = paired_csv(diffs).splitlines()
+        csv_parts += [body[0] + ",comparison"] if not csv_parts else []
+        csv_parts += [f"{line},{compare_dir.name}" for line in body[1:]]
+        forest += [PairedDifference(**{**d.__dict__, "method": f"{d.method} ({compare_dir.name})"})
+                   for d in diffs if d.region == "mean"]
+        table = results_markdown(split_rows(records, "test"), regions, ALL_METHODS, f"## {compare_dir.name}",
+                                 "Held-out test cases.")
+        sections.append(table + "\n" + paired_markdown(diffs, collapsed_runs(cases, regions)))
+        plot_paired(diffs, out / f"{compare_dir.name}__paired.png", f"{compare_dir.name}: method − scratch, test split")
+    if not csv_parts:
+        sys.exit(f"No comparison with two evaluated arms under {args.root}/compare.")
+    (out / "paired.csv").write_text("\n".join(csv_parts) + "\n", encoding="utf-8")
+    plot_paired(forest, out / "paired_mean.png", "label-efficiency benchmark: mean Dice of WT/TC/ET, method − scratch")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for compare_dir in sorted((args.root / "compare").glob("K*")):
         for seed, curve in _scratch_curves(compare_dir):
@@ -162,6 +176,7 @@ def report(args: argparse.Namespace) -> None:
     fig.savefig(out / "convergence.png", dpi=110)
     plt.close(fig)
     (out / "summary.md").write_text("\n".join(sections), encoding="utf-8")
+    print("\n".join(sections))
     print(f"Wrote {out}/paired.csv, summary.md, paired_mean.png, convergence.png")
 
 

@@ -71,20 +71,21 @@ def aggregate(rows: list[dict], regions: list[str]) -> dict[str, dict[str, tuple
 def results_markdown(rows: list[dict], regions: list[str], methods: dict, heading: str, split_note: str) -> str:
     """Mean ± std over seeds per method and region, for one split's ``rows``."""
     stats = aggregate(rows, regions)
-    n_seeds = len({r["seed"] for r in rows})
     lesion = all(r.get("lesion_dice") for r in rows)
     lesion_stats = aggregate([{**r, "dice": r["lesion_dice"]} for r in rows], regions) if lesion else {}
-    lines = [heading, "", f"Seeds: {n_seeds}. {split_note} Dice: mean ± std over seeds of the mean over cases"
+    lines = [heading, "", f"{split_note} Dice: mean ± std over seeds of the mean over cases"
              + (" (global Dice, then BraTS 2023 lesion-wise Dice)." if lesion else "."), "",
-             "| method | CFB | pretraining | " + " | ".join(f"{r} Dice" for r in regions) + " | mean |"
+             "| method | CFB | pretraining | seeds | " + " | ".join(f"{r} Dice" for r in regions) + " | mean |"
              + "".join(f" {r} lesion Dice |" for r in regions),
-             "|---" * (len(regions) * (2 if lesion else 1) + 4) + "|"]
+             "|---" * (len(regions) * (2 if lesion else 1) + 5) + "|"]
     for method, values in stats.items():
         m = methods[method]
+        n_seeds = len({r["seed"] for r in rows if r["method"] == method})
         cells = [f"{values[r][0]:.3f} ± {values[r][1]:.3f}" for r in [*regions, "mean"]]
         cells += [f"{lesion_stats[method][r][0]:.3f} ± {lesion_stats[method][r][1]:.3f}" for r in regions] if lesion \
             else []
-        lines.append(f"| {method} | {'yes' if m.cfb else 'no'} | {m.pretext or '-'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | {'yes' if m.cfb else 'no'} | {m.pretext or '-'} | {n_seeds} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

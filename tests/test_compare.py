@@ -132,8 +132,8 @@ def test_aggregate_is_mean_and_std_over_seeds():
     assert stats["slem"]["mean"] == pytest.approx((0.6, 0.1))
     assert stats["scratch"]["WT"] == pytest.approx((0.5, 0.0)) and math.isnan(stats["scratch"]["TC"][0])
     table = results_markdown(rows, ["WT", "TC"], ALL_METHODS, "# X", "Held-out test cases.")
-    assert "| slem | yes | slem | 0.700 ± 0.100 | 0.500 ± 0.100 | 0.600 ± 0.100 |" in table
-    assert "Seeds: 2. Held-out test cases." in table
+    assert "| slem | yes | slem | 2 | 0.700 ± 0.100 | 0.500 ± 0.100 | 0.600 ± 0.100 |" in table
+    assert "| scratch | no | - | 1 | 0.500 ± 0.000 |" in table and "Held-out test cases." in table
 
 
 def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
