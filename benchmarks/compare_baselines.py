@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from nnunet_slem.data.synthetic import dataset_name, make_dataset
-from nnunet_slem.workflow import nnunet_env, run_command, write_small_plans, write_split
+from nnunet_slem.experiments.workflow import nnunet_env, run_command, write_small_plans, write_split
 
 PLANS = "nnUNetPlans_benchCompare"
 

@@ -125,7 +125,7 @@ def tiny_plans(args: argparse.Namespace) -> None:
     """CPU smoke runs: the same plans with 8..32 features per stage (same preprocessed data)."""
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    from nnunet_slem.workflow import write_small_plans
+    from nnunet_slem.experiments.workflow import write_small_plans
 
     base = Path(os.environ["nnUNet_preprocessed"]) / maybe_convert_to_dataset_name(int(args.dataset))
     print(write_small_plans(base, args.plans, args.output, (8, 16, 24, 32)))

@@ -47,7 +47,7 @@ def _env(root: Path, device: str = "cpu") -> dict[str, str]:
     fine-tuning RNG is paired exactly), on a GPU nnU-Net's augmentation workers (``nnUNet_n_proc_DA``)."""
     import os
 
-    from nnunet_slem.workflow import nnunet_env
+    from nnunet_slem.experiments.workflow import nnunet_env
 
     if device == "cpu":
         return nnunet_env(root, extra={"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
@@ -63,7 +63,7 @@ def _dataset_name(root: Path) -> str:
 
 def prepare(args: argparse.Namespace) -> None:
     """Data, nnU-Net's planning and preprocessing, and the small CPU plans (skipped where already done)."""
-    from nnunet_slem.workflow import run_command, write_small_plans
+    from nnunet_slem.experiments.workflow import run_command, write_small_plans
 
     root, env = args.root, _env(args.root)
     if not list((root / "nnUNet_raw").glob(f"Dataset{DATASET_ID:03d}_*")):
@@ -85,7 +85,7 @@ def prepare(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """One ``nnunet-slem compare`` invocation of the protocol (resumable)."""
-    from nnunet_slem.workflow import run_command
+    from nnunet_slem.experiments.workflow import run_command
 
     root = args.root
     out = root / "compare" / f"K{args.labeled}_e{args.epochs}"
@@ -115,7 +115,7 @@ def _scratch_curves(compare_dir: Path) -> list[tuple[str, list[float]]]:
 
 def _records(compare_dir: Path) -> list[dict]:
     """Every evaluated run of a comparison folder (``runs/seed_S/<method>.json``), finished invocation or not."""
-    from nnunet_slem.compare import RECORD_VERSION
+    from nnunet_slem.experiments.comparison import RECORD_VERSION
 
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(compare_dir.glob("runs/seed_*/*.json"))]
     return [r for r in records if r.get("record_version") == RECORD_VERSION and "test" in r["splits"]]
@@ -130,8 +130,6 @@ def report(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nnunet_slem.compare import ALL_METHODS
-    from nnunet_slem.compare_report import case_records, results_markdown, split_rows
     from nnunet_slem.evaluation.paired import (
         PairedDifference,
         collapsed_runs,
@@ -140,6 +138,8 @@ def report(args: argparse.Namespace) -> None:
         paired_markdown,
         plot_paired,
     )
+    from nnunet_slem.experiments.comparison import ALL_METHODS
+    from nnunet_slem.experiments.comparison_report import case_records, results_markdown, split_rows
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

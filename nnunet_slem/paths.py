@@ -24,3 +24,13 @@ def nnunet_raw_dir(override: str | os.PathLike | None = None, override_flag: str
             + " and run again."
         )
     return Path(raw).expanduser().resolve()
+
+
+def trainer_dir() -> Path:
+    """The shim folder for ``nnUNet_extTrainer``.
+
+    nnU-Net imports every module of that folder under bare names and evicts them afterwards, so the folder
+    holds only a module that re-exports the installed package's classes: the class nnU-Net finds is then
+    ``nnunet_slem.trainers...`` itself, not a second copy.
+    """
+    return Path(__file__).resolve().parent / "ext_trainers"

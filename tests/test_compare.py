@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_slem.compare import ALL_METHODS, METHODS, CompareSettings, parse_methods
-from nnunet_slem.compare_report import aggregate, results_markdown
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.workflow import nnunet_env
+from nnunet_slem.experiments.comparison import ALL_METHODS, METHODS, CompareSettings, parse_methods
+from nnunet_slem.experiments.comparison_report import aggregate, results_markdown
+from nnunet_slem.experiments.workflow import nnunet_env
 
 
 def _compare_args(out, target, *extra):
-    from nnunet_slem.workflow import console_script
+    from nnunet_slem.experiments.workflow import console_script
 
     return [console_script("nnunet-slem"), "compare", "-d", "991", "-c", "3d_fullres", "-f", "0", "-p",
             "nnUNetPlans_slemDemo", "-device", "cpu", "--smoke", "--labeled", "1", "--out", str(target), *extra]
@@ -139,7 +139,7 @@ def test_aggregate_is_mean_and_std_over_seeds():
 def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
     """--pretrain-seeds P pretrains every pretext P times; fine-tuning seed s starts from pretraining s mod P,
     and every method of a seed gets that seed."""
-    from nnunet_slem.compare import Comparison
+    from nnunet_slem.experiments.comparison import Comparison
 
     comparison = Comparison.__new__(Comparison)
     comparison.s = CompareSettings("1", "3d_fullres", 0, methods=["scratch", "slem", "slem_nocfb"], seeds=5,

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from nnunet_slem.experiments.workflow import console_script
 from nnunet_slem.pretrain import checkpoint as checkpoint_module
 from nnunet_slem.pretrain.checkpoint import load_checkpoint
 from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
-from nnunet_slem.workflow import console_script
 from tests.conftest import pretrain_folder
 
 EPOCHS, ITERS, BATCH = 4, 2, 2

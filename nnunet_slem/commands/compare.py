@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nnunet_slem.compare import ALL_METHODS, METHODS, CompareSettings, parse_methods
+from nnunet_slem.experiments.comparison import ALL_METHODS, METHODS, CompareSettings, parse_methods
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from nnunet_slem.compare import Comparison
+    from nnunet_slem.experiments.comparison import Comparison
 
     fields = CompareSettings.__dataclass_fields__
     Comparison(CompareSettings(**{k: v for k, v in vars(args).items() if k in fields})).run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nnunet_slem.demo import DemoSettings
+from nnunet_slem.experiments.demo_pipeline import DemoSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from nnunet_slem.demo import Demo
+    from nnunet_slem.experiments.demo_pipeline import Demo
 
     fields = DemoSettings.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields}

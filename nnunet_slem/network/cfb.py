@@ -54,6 +54,10 @@ class CFBConfig:
         return cls(**d)
 
 
+#: The CFB the paper describes: what ``SLeMTrainer`` and ``nnunet-slem pretrain`` build unless the plans' ``slem_cfb``
+#: (or a trainer variant) says otherwise. Module-level so pretraining and fine-tuning read one definition.
+DEFAULT_CFB = CFBConfig()
+
 def usable_dilations(dilations: Sequence[int], feature_map_size: Sequence[int]) -> list[tuple[int, ...]]:
     """Per-axis dilations that see real features on a map of ``feature_map_size``, duplicates removed.
 

@@ -1,13 +1,9 @@
 """The networks the pretexts train: encoder + CFB + classification head, or the whole U-Net for dense pretexts.
 
-The encoder and CFB are those of the exact network ``SLeMTrainer`` builds from the same plans (built by
-the trainer's own ``build_network_architecture``), so the saved state dict loads into fine-tuning key for
-key.
-
-The head must know *where* things are: the label says which modality fills which block, so a globally
-pooled feature vector (which only says what is present) cannot solve the task. The head therefore pools
-the bottleneck to a coarse grid (at most 4 cells per axis), keeps the cells apart and classifies their
-concatenation.
+The network is the one fine-tuning builds from the same plans (``build_slem_network``, which
+``SLeMTrainer.build_network_architecture`` calls too), so the saved state dict loads into fine-tuning key for
+key. The classification head is ``network.grid_head`` (it must know where things are, so it keeps a coarse
+grid of the bottleneck apart instead of pooling it globally).
 """
 
 from __future__ import annotations
@@ -17,20 +13,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nnunet_slem.network.grid_head import grid_head
 from nnunet_slem.network.slem_network import SLeMNetwork
 
-HEAD_GRID = 4
 #: The pretext head is initialised from ``seed + HEAD_SEED_OFFSET``, after the network: the same head for the
 #: CFB and no-CFB networks of one seed, whatever the CFB drew from the RNG.
 HEAD_SEED_OFFSET = 1_000_003
-
-
-def grid_head(channels: int, bottleneck_size: Sequence[int], num_classes: int, dropout: float = 0.0) -> nn.Module:
-    """Pool a bottleneck map to at most ``HEAD_GRID`` cells per axis, keep the cells apart, classify."""
-    cells = [max(1, min(HEAD_GRID, int(s))) for s in bottleneck_size]
-    pool = nn.AdaptiveAvgPool3d if len(cells) == 3 else nn.AdaptiveAvgPool2d
-    n_features = channels * int(torch.tensor(cells).prod())
-    return nn.Sequential(pool(tuple(cells)), nn.Flatten(), nn.Dropout(dropout), nn.Linear(n_features, num_classes))
 
 
 class PretextClassifier(nn.Module):

@@ -183,10 +183,10 @@ class SLeMPretrainer:
         """The fine-tuning trainer's CFB settings (plans' ``slem_cfb`` included), switched off for ``cfb=False``."""
         import dataclasses
 
+        from nnunet_slem.network.cfb import DEFAULT_CFB
         from nnunet_slem.network.slem_network import cfb_config_from_plans
-        from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 
-        config = cfb_config_from_plans(self.configuration_manager, SLeMTrainer.cfb_defaults)
+        config = cfb_config_from_plans(self.configuration_manager, DEFAULT_CFB)
         return config if self.settings.cfb else dataclasses.replace(config, enabled=False)
 
     def build_model(self) -> PretextClassifier | PretextSegmenter:

@@ -29,9 +29,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.network.grid_head import grid_head
 from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans, feature_map_sizes
 from nnunet_slem.pretext.tiles import build_permutation_set, shuffle_tiles, tile_slices
-from nnunet_slem.pretrain.model import grid_head
 from nnunet_slem.trainers.recipes import NNUNET_RECIPE
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 

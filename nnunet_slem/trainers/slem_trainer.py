@@ -56,7 +56,7 @@ from torch._dynamo import OptimizedModule
 
 from nnunet_slem.atomic import write_atomic_named, write_json_atomic
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.network.cfb import CFBConfig
+from nnunet_slem.network.cfb import DEFAULT_CFB, CFBConfig
 from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans
 from nnunet_slem.pretrain.checkpoint import (
     WEIGHTS_ENV,
@@ -87,7 +87,7 @@ class SLeMTrainer(nnUNetTrainer):
     """CFB network + SLeM-pretrained initialisation; everything else is nnU-Net's default training."""
 
     #: CFB defaults; a configuration's ``slem_cfb`` entry in the plans overrides single fields.
-    cfb_defaults: CFBConfig = CFBConfig()
+    cfb_defaults: CFBConfig = DEFAULT_CFB
     #: Load the SLeM checkpoint at the start of training (False for the random-init ablation).
     use_slem_pretraining: bool = True
     #: Learning rate, warm-ups and decay (see :mod:`nnunet_slem.trainers.recipes`).

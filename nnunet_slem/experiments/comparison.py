@@ -35,12 +35,18 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_slem.atomic import write_json_atomic, write_text_atomic
-from nnunet_slem.compare_report import case_records, plot_results, results_csv, results_markdown, split_rows
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.experiments.comparison_report import (
+    case_records,
+    plot_results,
+    results_csv,
+    results_markdown,
+    split_rows,
+)
+from nnunet_slem.experiments.workflow import run_command
 from nnunet_slem.paths import nnunet_raw_dir
 from nnunet_slem.pretrain.checkpoint import load_checkpoint, pretrain_output_folder
 from nnunet_slem.pretrain.locate import dataset_id_of, locate_preprocessed
-from nnunet_slem.workflow import run_command
 
 #: bump when a run record's layout changes: older records are re-evaluated (their training is reused)
 RECORD_VERSION = 2
@@ -206,7 +212,7 @@ class Comparison:
 
     def env(self, results_root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The user's environment with our trainers findable and ``nnUNet_results`` pointing at ``results_root``."""
-        from nnunet_slem.commands.trainer_dir import trainer_dir
+        from nnunet_slem.paths import trainer_dir
 
         env = dict(os.environ)
         env.setdefault("nnUNet_extTrainer", str(trainer_dir()))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from nnunet_slem.atomic import save_figure_atomic, write_json_atomic, write_text_atomic
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.experiments.workflow import nnunet_env, run_command, write_small_plans, write_split
 from nnunet_slem.pretrain.checkpoint import pretrain_output_folder
-from nnunet_slem.workflow import nnunet_env, run_command, write_small_plans, write_split
 
 METHODS = {  # label in the table -> trainer
     "SLeM (pretrained + CFB)": "SLeMTrainer_demo",

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnunet_slem.atomic import write_json_atomic
-from nnunet_slem.commands.trainer_dir import trainer_dir
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.paths import trainer_dir
 
 
 def nnunet_env(root: str | os.PathLike, n_proc_da: int = 0, extra: dict | None = None) -> dict[str, str]:
