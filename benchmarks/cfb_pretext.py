@@ -43,8 +43,8 @@ def _plans_for(preprocessed: Path, name: str, cfb: dict | None) -> str:
 
 
 def main() -> None:
+    from nnunet_slem.checkpoint_format import load_checkpoint, pretrain_output_folder
     from nnunet_slem.experiments.workflow import nnunet_env, run_command
-    from nnunet_slem.pretrain.checkpoint import load_checkpoint, pretrain_output_folder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, required=True)

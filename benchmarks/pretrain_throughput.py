@@ -23,7 +23,8 @@ import time
 import torch
 
 from nnunet_slem.pretrain.feeder import DeviceFeeder
-from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+from nnunet_slem.pretrain.settings import PretrainSettings
 
 
 def _sync(device: torch.device) -> None:

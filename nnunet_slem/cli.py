@@ -40,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="SLeM self-supervised multi-modal pretraining for nnU-Net v2. "
         "Training and prediction go through nnU-Net's own commands with -tr SLeMTrainer.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_slem.checkpoint_format import pretrain_output_folder
 from nnunet_slem.experiments.workflow import console_script, nnunet_env, write_small_plans
-from nnunet_slem.pretrain.checkpoint import pretrain_output_folder
 
 FOREIGN_ID = 777
 FOREIGN_NAME = "Dataset777_ForeignMultiModal"

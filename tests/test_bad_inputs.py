@@ -19,7 +19,8 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.experiments.workflow import console_script
 from nnunet_slem.pretrain.data import TRAIN_STREAM, ImageSource, sample_rng
-from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+from nnunet_slem.pretrain.settings import PretrainSettings
 
 # one loader worker: errors met while reading must cross the process boundary as clearly as in-process ones
 SETTINGS = dict(epochs=2, iters_per_epoch=1, batch_size=2, audit_samples=0, probe_samples=0, eval_batches=0,

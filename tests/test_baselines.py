@@ -7,9 +7,10 @@ import pytest
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from nnunet_slem.checkpoint_format import load_checkpoint
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.pretrain.checkpoint import load_checkpoint
-from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+from nnunet_slem.pretrain.settings import PretrainSettings
 from nnunet_slem.trainers.labeled_subset import parse_labeled, pick_labeled_subset, subset_from_env
 
 CASES = [f"case{i:02d}" for i in range(10)]

@@ -6,15 +6,16 @@ import pytest
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from nnunet_slem.network.cfb import CFBConfig, ContextualFusionBlock, usable_dilations
+from nnunet_slem.network.cfb import CFBConfig, CFBLayers, ContextualFusionBlock, usable_dilations
 from nnunet_slem.network.slem_network import (
     SLeMNetwork,
     build_slem_network,
     cfb_config_from_plans,
+    cfb_layers_from_plans,
     choose_cfb_stage,
     feature_map_sizes,
 )
-from tests.plans_factory import configuration_manager
+from tests.plans_factory import configuration_manager, make_plans
 
 
 @pytest.mark.parametrize("size", [(8, 8, 8), (6, 10, 12), (16, 16)])
@@ -138,3 +139,62 @@ def test_torch_compile_wrapper_is_transparent_for_state_dict():
     compiled = torch.compile(net)
     assert compiled._orig_mod is net
     assert set(compiled._orig_mod.state_dict()) == set(net.state_dict())
+
+
+def test_cfb_convolutions_start_from_nnunets_he_init_and_the_block_stays_an_identity():
+    """InitWeights_He(1e-2) as nnU-Net's U-Net gets (std sqrt(2 / fan_in), zero bias), except the zero fuse."""
+    torch.manual_seed(0)
+    block = ContextualFusionBlock(32, (8, 8, 8))
+    for weight in [branch[0].weight for branch in block.branches] + [block.image_pool[1].weight]:
+        fan_in = weight[0].numel()
+        assert weight.std().item() == pytest.approx((2 / (1 + 1e-4) / fan_in) ** 0.5, rel=0.1)
+    assert not block.image_pool[1].bias.any()
+    assert not block.fuse.weight.any() and not block.fuse.bias.any()
+    x = torch.randn(2, 32, 8, 8, 8)
+    assert torch.equal(block(x), x)
+
+
+def _plans_manager_with(**arch_changes):
+    import copy
+
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = copy.deepcopy(make_plans())
+    plans["configurations"]["cfg"]["architecture"]["arch_kwargs"].update(arch_changes)
+    return PlansManager(plans).get_configuration("cfg")
+
+
+def test_cfb_is_built_from_the_plans_norm_and_nonlinearity():
+    cm = _plans_manager_with(norm_op="torch.nn.BatchNorm3d", norm_op_kwargs={"eps": 1e-3, "momentum": 0.2},
+                             nonlin="torch.nn.ReLU", nonlin_kwargs={"inplace": False})
+    net = build_slem_network(cm, 4, 3, False, CFBConfig())
+    for branch in net.cfb.branches:
+        assert type(branch[1]) is torch.nn.BatchNorm3d and branch[1].eps == 1e-3 and branch[1].momentum == 0.2
+        assert type(branch[2]) is torch.nn.ReLU and not branch[2].inplace
+    assert type(net.cfb.image_pool[2]) is torch.nn.ReLU
+    assert any(k.startswith("cfb.") and k.endswith("running_mean") for k in net.state_dict())
+    net.eval()
+    x = torch.randn(1, 4, 32, 32, 32)
+    assert net(x).shape == (1, 3, 32, 32, 32)
+    # no norm and no nonlinearity in the plans: none in the CFB either (as in nnU-Net's U-Net)
+    bare = cfb_layers_from_plans(_plans_manager_with(norm_op=None, nonlin=None))
+    block = ContextualFusionBlock(16, (8, 8, 8), layers=bare)
+    assert all(isinstance(b[1], torch.nn.Identity) and isinstance(b[2], torch.nn.Identity) for b in block.branches)
+
+
+def test_default_plans_give_nnunets_default_layers_and_unchanged_checkpoint_keys():
+    """Checkpoints written before the CFB read the plans hold exactly these CFB keys; they must still load."""
+    cm = configuration_manager()
+    layers = cfb_layers_from_plans(cm)
+    assert layers == CFBLayers.nnunet_default(3)
+    net = build_slem_network(cm, 4, 3, False, CFBConfig())
+    branch_keys = {f"cfb.branches.{i}.{k}" for i in range(3) for k in ("0.weight", "1.weight", "1.bias")}
+    expected = branch_keys | {"cfb.image_pool.1.weight", "cfb.image_pool.1.bias", "cfb.fuse.weight", "cfb.fuse.bias"}
+    assert {k for k in net.state_dict() if k.startswith("cfb.")} == expected
+    assert isinstance(net.cfb.branches[0][1], torch.nn.InstanceNorm3d) and net.cfb.branches[0][1].affine
+    assert isinstance(net.cfb.branches[0][2], torch.nn.LeakyReLU) and net.cfb.branches[0][2].negative_slope == 0.01
+
+
+def test_cfb_refuses_a_conv_op_of_another_dimension():
+    with pytest.raises(ValueError, match="Conv2d does not fit a 3D feature map"):
+        ContextualFusionBlock(16, (8, 8, 8), layers=CFBLayers.nnunet_default(2))

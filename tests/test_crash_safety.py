@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from nnunet_slem import checkpoint_format as checkpoint_module
+from nnunet_slem.checkpoint_format import load_checkpoint
 from nnunet_slem.experiments.workflow import console_script
-from nnunet_slem.pretrain import checkpoint as checkpoint_module
-from nnunet_slem.pretrain.checkpoint import load_checkpoint
-from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+from nnunet_slem.pretrain.settings import PretrainSettings
 from tests.conftest import pretrain_folder
 
 EPOCHS, ITERS, BATCH = 4, 2, 2
@@ -87,7 +88,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(project, tmp_path, one_
 
 _WRITER = """
 import sys, torch
-from nnunet_slem.pretrain.checkpoint import save_atomic
+from nnunet_slem.checkpoint_format import save_atomic
 ckpt = {"network_weights": {"w": torch.zeros(2_000_000)}, "metadata": {"format_version": 1}, "epoch": 0}
 print("writing", flush=True)
 while True:

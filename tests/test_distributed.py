@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_slem.checkpoint_format import load_checkpoint
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.experiments.workflow import console_script
-from nnunet_slem.pretrain.checkpoint import load_checkpoint
 from nnunet_slem.pretrain.data import ImageSource, PatchStream, batch_loader
 from nnunet_slem.pretrain.distributed import DistContext, context_from_env, local_batch_size
-from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+from nnunet_slem.pretrain.settings import PretrainSettings
 from tests.conftest import pretrain_folder
 
 EPOCHS, ITERS, BATCH = 2, 2, 4

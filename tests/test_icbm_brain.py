@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from nnunet_slem.cli import main
-from nnunet_slem.data import icbm_brain, synthetic
+from nnunet_slem.data import icbm_brain, phantoms, synthetic
 from nnunet_slem.data.icbm_brain import generate_case, make_dataset
 from nnunet_slem.errors import UserFacingError
 
@@ -26,7 +26,7 @@ def _read(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cases() -> list[synthetic.SyntheticCase]:
+def cases() -> list[phantoms.SyntheticCase]:
     return [generate_case(0, i) for i in range(N_CASES)]
 
 
@@ -84,7 +84,7 @@ def test_same_seed_same_data_and_test_cases_do_not_change_training(tmp_path: Pat
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_background_exactly_zero_and_brain_nonzero(cases: list[synthetic.SyntheticCase]) -> None:
+def test_background_exactly_zero_and_brain_nonzero(cases: list[phantoms.SyntheticCase]) -> None:
     for case in cases:
         assert case.images.dtype == np.float32 and case.images.shape[0] == 4
         assert np.all(case.images[:, ~case.body] == 0)  # after pose, bias and noise
@@ -92,7 +92,7 @@ def test_background_exactly_zero_and_brain_nonzero(cases: list[synthetic.Synthet
         assert np.all(case.label[~case.body] == 0)
 
 
-def test_brain_bounding_box_well_under_three_quarters(cases: list[synthetic.SyntheticCase]) -> None:
+def test_brain_bounding_box_well_under_three_quarters(cases: list[phantoms.SyntheticCase]) -> None:
     """nnU-Net enables use_mask_for_norm only if the median relative size after cropping is < 0.75."""
     ratios = []
     for case in cases:
@@ -104,7 +104,7 @@ def test_brain_bounding_box_well_under_three_quarters(cases: list[synthetic.Synt
     assert max(ratios) < 0.75 and np.median(ratios) < 0.6, ratios
 
 
-def test_pose_differs_between_cases(cases: list[synthetic.SyntheticCase]) -> None:
+def test_pose_differs_between_cases(cases: list[phantoms.SyntheticCase]) -> None:
     template = icbm_brain.load_template(4.0)
     volumes = np.array([case.body.sum() for case in cases]) / template.mask.sum()
     assert 0.9**3 - 0.03 < volumes.min() and volumes.max() < 1.1**3 + 0.03  # scale 0.9-1.1
@@ -127,7 +127,7 @@ def test_shape_follows_voxel_size() -> None:
 def test_healthy_tissue_contrasts() -> None:
     template = icbm_brain.load_template(4.0)
     label = np.zeros(template.mask.shape, dtype=np.uint8)
-    grid = synthetic._voxel_grid(label.shape)
+    grid = phantoms.voxel_grid(label.shape)
     clean = icbm_brain._clean_images(np.random.default_rng(0), grid, template, label)
     pure = {name: template.mask & (getattr(template, name) > 0.8) for name in ("gm", "wm", "csf")}
     flair, t1, t1ce, t2 = ({k: float(np.median(c[m])) for k, m in pure.items()} for c in clean)
@@ -138,7 +138,7 @@ def test_healthy_tissue_contrasts() -> None:
     assert np.sum(clean[2] > 1.1) > 0 and np.sum(clean[1] > 1.1) > 0  # T1- and T1ce-bright decoys
 
 
-def test_labels_nested(cases: list[synthetic.SyntheticCase]) -> None:
+def test_labels_nested(cases: list[phantoms.SyntheticCase]) -> None:
     """Edema wraps the core, the enhancing rim wraps the necrosis (up to the brain's edge and the pose)."""
     core_touching_healthy, necrosis_touching_outside = [], []
     for case in cases:
@@ -155,12 +155,12 @@ def test_labels_nested(cases: list[synthetic.SyntheticCase]) -> None:
     assert necrosis_touching_outside and np.mean(necrosis_touching_outside) < 0.1, necrosis_touching_outside
 
 
-def test_tumours_vary_in_size(cases: list[synthetic.SyntheticCase]) -> None:
+def test_tumours_vary_in_size(cases: list[phantoms.SyntheticCase]) -> None:
     whole = np.array([np.sum(case.label > 0) for case in cases])
     assert whole.max() / whole.min() > 4, whole
 
 
-def test_tumour_contrasts(cases: list[synthetic.SyntheticCase]) -> None:
+def test_tumour_contrasts(cases: list[phantoms.SyntheticCase]) -> None:
     for case in cases:
         healthy = case.body & (case.label == 0)
         rel = [image / np.median(image[healthy]) for image in case.images]
@@ -179,7 +179,7 @@ def _best_dice(score: np.ndarray, target: np.ndarray) -> float:
     return best
 
 
-def test_enhancing_tumour_needs_t1ce_minus_t1(cases: list[synthetic.SyntheticCase]) -> None:
+def test_enhancing_tumour_needs_t1ce_minus_t1(cases: list[phantoms.SyntheticCase]) -> None:
     """Healthy spots and haemorrhage are bright on T1 and T1ce: a T1ce threshold alone finds them too."""
     alone, difference = [], []
     for case in cases:
@@ -245,4 +245,4 @@ def test_phantom_default_unchanged(tmp_path: Path) -> None:
     meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert meta == synthetic._dataset_json("brats", 2, 0, 0, (16, 16, 16))
     np.testing.assert_array_equal(_read(folder / "imagesTr" / "SLEM_001_0001.nii.gz"),
-                                  synthetic.generate_case("brats", 0, 1, (16, 16, 16)).images[1])
+                                  phantoms.generate_case("brats", 0, 1, (16, 16, 16)).images[1])

@@ -94,6 +94,9 @@ def test_demo_reduced_runs_and_resumes(reduced_demo):
     for summary in result["dice"].values():
         assert all(0.0 <= summary[r]["dice"]["mean"] <= 1.0 for r in ("WT", "TC", "ET"))
     assert (out / "dice.png").stat().st_size > 1000
+    # both arms fine-tuned on the demo's --finetune-epochs x --finetune-iters, not their class default (10 x 20)
+    schedules = [json.loads(p.read_text(encoding="utf-8")) for p in out.rglob("fold_0/schedule.json")]
+    assert len(schedules) == 2 and all((s["num_epochs"], s["num_iterations_per_epoch"]) == (1, 2) for s in schedules)
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     again = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", env=env)
     assert again.returncode == 0 and again.stdout.count("skipped") >= 6

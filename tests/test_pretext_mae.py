@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
+from nnunet_slem.checkpoint_format import _DENSE_PRETEXTS, pretrain_folder_name
 from nnunet_slem.pretext.assignments import PretextConfigError
 from nnunet_slem.pretext.mae import MAEConfig, MAEPretext, cube_grid, cube_index
 from nnunet_slem.pretext.registry import build_pretext
-from nnunet_slem.pretrain.checkpoint import _DENSE_PRETEXTS, pretrain_folder_name
 
 
 def gen(seed: int) -> torch.Generator:

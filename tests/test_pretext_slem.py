@@ -306,10 +306,10 @@ def test_rank_normalisation_gives_every_block_the_same_histogram():
 
 
 def test_rank_normalisation_shares_ranks_between_ties():
-    from nnunet_slem.pretext.slem import _gaussian_rank
+    from nnunet_slem.pretext.block_norm import gaussian_rank
 
     x = torch.tensor([[0.0, 0.0, 0.0, 1.0, 2.0, 2.0]])
-    z = _gaussian_rank(x)
+    z = gaussian_rank(x)
     assert z[0, 0] == z[0, 1] == z[0, 2] and z[0, 4] == z[0, 5]
     assert z[0, 0] < z[0, 3] < z[0, 4]
 
@@ -327,7 +327,7 @@ def _mean_rank_reference(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("ties", ["none", "rounded", "background"])
 def test_sync_free_gaussian_rank_equals_mean_ranks_bit_for_bit(ties):
-    from nnunet_slem.pretext.slem import _gaussian_rank
+    from nnunet_slem.pretext.block_norm import gaussian_rank
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4, 3001, generator=g)
@@ -335,7 +335,7 @@ def test_sync_free_gaussian_rank_equals_mean_ranks_bit_for_bit(ties):
         x = (x * 3).round()
     elif ties == "background":
         x[:, :2000] = 0.0  # a large tie group, as outside the body
-    assert torch.equal(_gaussian_rank(x), _mean_rank_reference(x))
+    assert torch.equal(gaussian_rank(x), _mean_rank_reference(x))
 
 
 # ----------------------------------------------------------------------- zero background (use_mask_for_norm)
@@ -445,13 +445,13 @@ def test_seam_band_zeroes_a_band_centred_on_every_seam() -> None:
 
 
 def test_masked_gaussian_rank_ranks_the_foreground_among_itself() -> None:
-    from nnunet_slem.pretext.slem import _gaussian_rank
+    from nnunet_slem.pretext.block_norm import gaussian_rank
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 500, generator=g)
     fg = torch.rand(1, 500, generator=g) < 0.6
-    z = _gaussian_rank(x, fg)
+    z = gaussian_rank(x, fg)
     assert (z[:, ~fg[0]] == 0).all()
     for row in range(3):
-        assert torch.allclose(z[row, fg[0]], _gaussian_rank(x[row : row + 1, fg[0]])[0], atol=1e-5)
-    assert torch.equal(_gaussian_rank(x, torch.ones_like(fg)), _gaussian_rank(x))
+        assert torch.allclose(z[row, fg[0]], gaussian_rank(x[row : row + 1, fg[0]])[0], atol=1e-5)
+    assert torch.equal(gaussian_rank(x, torch.ones_like(fg)), gaussian_rank(x))

@@ -10,17 +10,11 @@ import pytest
 import torch
 
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.pretext import supervoxel as sv
+from nnunet_slem.pretext import supervoxel_cache as sv
 from nnunet_slem.pretext.assignments import PretextConfigError
 from nnunet_slem.pretext.base import Pretext
-from nnunet_slem.pretext.supervoxel import (
-    SupervoxelCache,
-    SupervoxelConfig,
-    SupervoxelPretext,
-    body_mask,
-    cache_folder_name,
-    compute_supervoxels,
-)
+from nnunet_slem.pretext.supervoxel import SupervoxelConfig, SupervoxelPretext
+from nnunet_slem.pretext.supervoxel_cache import SupervoxelCache, body_mask, cache_folder_name, compute_supervoxels
 
 S = 24
 

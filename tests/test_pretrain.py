@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_slem.checkpoint_format import load_checkpoint
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.pretrain.checkpoint import load_checkpoint
 from nnunet_slem.pretrain.data import ImageSource, PatchStream, random_patch
-from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer, lr_at
+from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+from nnunet_slem.pretrain.settings import PretrainSettings, lr_at
 
 TINY = dict(iters_per_epoch=2, batch_size=2, audit_samples=0, probe_samples=0, eval_batches=1)
 

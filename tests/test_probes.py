@@ -109,7 +109,8 @@ def test_probes_are_deterministic_and_serialise(one_thread_module) -> None:
 
 
 def test_pretraining_writes_probes_and_the_audit_cli_reprobes_the_checkpoint(project, tmp_path, one_thread_module):
-    from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+    from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+    from nnunet_slem.pretrain.settings import PretrainSettings
 
     settings = PretrainSettings(epochs=1, iters_per_epoch=2, batch_size=2, audit_samples=0, eval_batches=1,
                                 probe_samples=8)

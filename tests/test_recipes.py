@@ -45,3 +45,26 @@ def test_scheduler_sets_the_epochs_lr_like_nnunets():
     scheduler = RecipeLRScheduler(opt, WARMUP_RECIPE, 100)
     scheduler.step(7)
     assert opt.param_groups[0]["lr"] == pytest.approx(lr_at(7, WARMUP_RECIPE, 100))
+
+
+def test_environment_overrides_replace_single_fields_of_the_class_schedule(monkeypatch):
+    from nnunet_slem.errors import UserFacingError
+    from nnunet_slem.trainers.schedule import Schedule, schedule_overrides_from_env, schedule_record
+
+    for variable in ("SLEM_EPOCHS", "SLEM_ITERS_PER_EPOCH", "SLEM_VAL_ITERS", "SLEM_SAVE_EVERY"):
+        monkeypatch.delenv(variable, raising=False)
+    smoke = Schedule(num_epochs=2, num_iterations_per_epoch=5, num_val_iterations_per_epoch=2)
+    assert smoke.with_overrides(schedule_overrides_from_env()) == smoke
+    monkeypatch.setenv("SLEM_EPOCHS", "40")
+    monkeypatch.setenv("SLEM_SAVE_EVERY", " 5 ")
+    overrides = schedule_overrides_from_env()
+    assert overrides == {"SLEM_EPOCHS": 40, "SLEM_SAVE_EVERY": 5}
+    assert smoke.with_overrides(overrides).set_fields() == {
+        "num_epochs": 40, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 2, "save_every": 5}
+    assert Schedule().set_fields() == {}  # nnU-Net's own values stay
+    schedule = {"num_epochs": 40, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 2, "save_every": 5}
+    record = schedule_record("T", schedule, overrides, WARMUP_RECIPE, 3)
+    assert record["recipe"]["warmup_epochs"] == 2 and record["recipe"]["initial_lr"] == 1e-3 and record["seed"] == 3
+    monkeypatch.setenv("SLEM_VAL_ITERS", "0")
+    with pytest.raises(UserFacingError, match="SLEM_VAL_ITERS='0' must be a positive integer"):
+        schedule_overrides_from_env()

@@ -14,8 +14,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from nnunet_slem.cli import main
-from nnunet_slem.data import synthetic
-from nnunet_slem.data.synthetic import generate_case, make_dataset
+from nnunet_slem.data import phantoms, synthetic
+from nnunet_slem.data.phantoms import generate_case
+from nnunet_slem.data.synthetic import make_dataset
 from nnunet_slem.errors import UserFacingError
 
 SMALL = (24, 24, 24)
@@ -67,6 +68,17 @@ def test_brats_layout_and_dataset_json(brats_dataset: Path) -> None:
     assert sitk.GetArrayFromImage(image).shape == SMALL
 
 
+def test_dataset_json_is_written_by_nnunets_generator(brats_dataset: Path) -> None:
+    """nnU-Net's ``generate_dataset_json`` writes it (its field order, its ``converted_by``); our own fields pass
+    through unchanged."""
+    meta = json.loads((brats_dataset / "dataset.json").read_text(encoding="utf-8"))
+    assert list(meta)[:6] == ["channel_names", "labels", "numTraining", "file_ending", "licence", "converted_by"]
+    assert meta["converted_by"] == "nnunet-slem make-dataset" and meta["licence"] == "CC0 (synthetic data)"
+    assert meta["name"] == "SLeMSynthBraTS" and meta["numTest"] == 1
+    assert meta["generator"] == {"tool": "nnunet-slem make-dataset", "modalities": "brats", "seed": 3,
+                                 "shape_zyx": list(SMALL)}
+
+
 def test_written_files_are_generate_case(brats_dataset: Path) -> None:
     """Tests and tools can reproduce any written case in memory, including held-out ones."""
     for split, case_id, index in (("Tr", "SLEM_001", 1), ("Ts", "SLEM_003", 3)):
@@ -111,16 +123,16 @@ def test_same_seed_gives_identical_arrays_and_other_seed_differs(tmp_path: Path)
 
 
 @pytest.fixture(scope="module")
-def brats_cases() -> list[synthetic.SyntheticCase]:
+def brats_cases() -> list[phantoms.SyntheticCase]:
     return [generate_case("brats", seed=0, index=i, shape=(32, 32, 32)) for i in range(12)]
 
 
-def _normalised_by_brain_median(case: synthetic.SyntheticCase) -> np.ndarray:
+def _normalised_by_brain_median(case: phantoms.SyntheticCase) -> np.ndarray:
     medians = np.array([np.median(channel[case.body]) for channel in case.images])
     return case.images / medians[:, None, None, None]
 
 
-def _pooled_means(cases: list[synthetic.SyntheticCase]) -> dict[str, np.ndarray]:
+def _pooled_means(cases: list[phantoms.SyntheticCase]) -> dict[str, np.ndarray]:
     """Mean normalised intensity per channel (FLAIR, T1, T1ce, T2), pooled over cases, per region."""
     pooled: dict[str, list[np.ndarray]] = {"normal": [], "edema": [], "necrosis": [], "enhancing": []}
     for case in cases:
@@ -132,7 +144,7 @@ def _pooled_means(cases: list[synthetic.SyntheticCase]) -> dict[str, np.ndarray]
     return {region: np.concatenate(v, axis=1).mean(axis=1) for region, v in pooled.items()}
 
 
-def test_brats_labels_follow_the_convention(brats_cases: list[synthetic.SyntheticCase]) -> None:
+def test_brats_labels_follow_the_convention(brats_cases: list[phantoms.SyntheticCase]) -> None:
     sizes = []
     for case in brats_cases:
         values = set(np.unique(case.label).tolist())
@@ -145,7 +157,7 @@ def test_brats_labels_follow_the_convention(brats_cases: list[synthetic.Syntheti
 
 
 def test_brats_enhancement_is_seen_only_by_comparing_t1ce_with_t1(
-    brats_cases: list[synthetic.SyntheticCase],
+    brats_cases: list[phantoms.SyntheticCase],
 ) -> None:
     means = _pooled_means(brats_cases)
     et_contrast = means["enhancing"][2] - means["enhancing"][1]
@@ -160,7 +172,7 @@ def test_brats_enhancement_is_seen_only_by_comparing_t1ce_with_t1(
     )
 
 
-def test_brats_edema_needs_flair_or_t2(brats_cases: list[synthetic.SyntheticCase]) -> None:
+def test_brats_edema_needs_flair_or_t2(brats_cases: list[phantoms.SyntheticCase]) -> None:
     means = _pooled_means(brats_cases)
     flair, t1, t1ce, t2 = range(4)
     assert means["edema"][flair] > 1.5 * means["normal"][flair]
@@ -173,7 +185,7 @@ def test_brats_edema_needs_flair_or_t2(brats_cases: list[synthetic.SyntheticCase
     assert means["normal"][flair] < means["necrosis"][flair] < means["edema"][flair]
 
 
-def test_brats_channels_have_different_scales(brats_cases: list[synthetic.SyntheticCase]) -> None:
+def test_brats_channels_have_different_scales(brats_cases: list[phantoms.SyntheticCase]) -> None:
     medians = np.array([[np.median(ch[c.body]) for ch in c.images] for c in brats_cases]).mean(axis=0)
     assert medians.max() > 2.5 * medians.min()
     assert all(c.images.min() >= 0 for c in brats_cases)

@@ -12,8 +12,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 import nnunet_slem.trainers as package_trainers
+from nnunet_slem.checkpoint_format import load_checkpoint, save_atomic
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.pretrain.checkpoint import load_checkpoint, save_atomic
 from nnunet_slem.trainers.slem_trainer import unaliased_keys
 
 
@@ -259,3 +259,68 @@ def test_checkpoints_are_written_atomically(nnunet_paths, monkeypatch, tmp_path)
     # (nnU-Net stores the epoch to continue with)
     assert torch.load(target, map_location="cpu", weights_only=False)["current_epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pth"]  # no temporary file left
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+SCHEDULE_VARIABLES = ("SLEM_EPOCHS", "SLEM_ITERS_PER_EPOCH", "SLEM_VAL_ITERS", "SLEM_SAVE_EVERY")
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("SLeMTrainer", (1000, 250, 50, 50)),  # nnU-Net's own
+    ("SLeMTrainer_smoke", (2, 5, 2, 50)), ("SLeMTrainer_noPretrain_smoke", (2, 5, 2, 50)),
+    ("SLeMTrainer_demo", (10, 20, 2, 50)), ("SLeMTrainer_noPretrain_demo", (10, 20, 2, 50))])
+def test_a_variants_schedule_default_applies(nnunet_paths, monkeypatch, name, expected):
+    for variable in SCHEDULE_VARIABLES + ("SLEM_DEMO_EPOCHS", "SLEM_DEMO_ITERS"):
+        monkeypatch.delenv(variable, raising=False)
+    trainer = make_trainer(nnunet_paths, name)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch,
+            trainer.save_every) == expected
+
+
+def test_the_environment_beats_the_class_schedule_in_training_log_and_json(nnunet_paths, monkeypatch):
+    """The smoke variant's 2 epochs and 2 validation iterations give way to SLEM_EPOCHS / SLEM_VAL_ITERS, and
+    the log and schedule.json say what the run really trains on."""
+    for variable in SCHEDULE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("SLEM_EPOCHS", "7")
+    monkeypatch.setenv("SLEM_VAL_ITERS", "4")
+    monkeypatch.setenv("SLEM_SEED", "5")
+    trainer = make_trainer(nnunet_paths, "SLeMTrainer_noPretrain_smoke")
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (7, 5, 4)
+    schedule_file = Path(trainer.output_folder) / "schedule.json"
+    schedule_file.unlink(missing_ok=True)
+    monkeypatch.setattr(nnUNetTrainer, "on_train_start", lambda self: None)
+    trainer.on_train_start()
+    log = Path(trainer.log_file).read_text(encoding="utf-8")
+    assert ("Schedule (SLeMTrainer_noPretrain_smoke): 7 epochs x 5 iterations, 4 validation iterations per epoch, "
+            "checkpoint_latest.pth every 50 epochs") in log
+    assert "Schedule from the environment: {'SLEM_EPOCHS': 7, 'SLEM_VAL_ITERS': 4}" in log
+    record = json.loads(schedule_file.read_text(encoding="utf-8"))
+    assert {k: record[k] for k in ("trainer", "num_epochs", "num_iterations_per_epoch",
+                                   "num_val_iterations_per_epoch", "save_every", "seed")} == {
+        "trainer": "SLeMTrainer_noPretrain_smoke", "num_epochs": 7, "num_iterations_per_epoch": 5,
+        "num_val_iterations_per_epoch": 4, "save_every": 50, "seed": 5}
+    assert record["from_environment"] == {"SLEM_EPOCHS": 7, "SLEM_VAL_ITERS": 4}
+    assert record["recipe"]["initial_lr"] == 1e-2 and record["recipe"]["warmup_epochs"] == 0
+    assert not list(Path(trainer.output_folder).glob(".schedule.json.*"))  # written atomically
+
+
+# ------------------------------------------------------------------------------------- CFB mismatch fix
+@pytest.mark.parametrize(("pretext", "saved_cfb", "trainer_name", "fix"), [
+    ("slem", False, "SLeMTrainer_smoke", "Fine-tune it with -tr SLeMTrainer_noCFB, or pretrain without --no-cfb."),
+    ("mae", False, "SLeMTrainer_smoke", "Fine-tune it with -tr SLeMTrainer_noCFB_fromMAE, or pretrain without"),
+    ("mae", True, "SLeMTrainer_noCFB", "Fine-tune it with -tr SLeMTrainer_fromMAE, or pretrain with --no-cfb."),
+    ("slem", True, "SLeMTrainer_noCFB_fromMAE", "-tr SLeMTrainer, or pretrain --pretext mae with --no-cfb."),
+    ("taleb", False, "SLeMTrainer_fromTaleb", "No nnunet-slem trainer fine-tunes a taleb checkpoint without the CFB"),
+])
+def test_cfb_mismatch_names_the_trainer_of_the_checkpoints_pretext(nnunet_paths, pretrained_checkpoint, tmp_path,
+                                                                   pretext, saved_cfb, trainer_name, fix):
+    def relabel(ckpt):
+        ckpt["metadata"]["pretext_name"] = pretext
+        ckpt["metadata"]["cfb_config"]["enabled"] = saved_cfb
+
+    checkpoint = _edited_checkpoint(pretrained_checkpoint, tmp_path / "relabelled.pth", relabel)
+    trainer = make_trainer(nnunet_paths, trainer_name)
+    with pytest.raises(UserFacingError) as caught:
+        trainer.load_slem_pretrained_weights(checkpoint)
+    assert fix in str(caught.value)

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> None:
     if args.checkpoint is not None:
         run_probes_on_checkpoint(args)
         return
-    from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+    from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+    from nnunet_slem.pretrain.settings import PretrainSettings
 
     settings = PretrainSettings(seed=args.seed, pretext=pretext_options(args))
     trainer = SLeMPretrainer(args.dataset, args.configuration, args.plans, "cpu", settings)
@@ -56,9 +57,10 @@ def run(args: argparse.Namespace) -> None:
 def run_probes_on_checkpoint(args: argparse.Namespace) -> None:
     """Rebuild the checkpoint's pretext classifier (``SLeMPretrainer.build_model`` with the stored settings and
     pretext), load its weights and print the probes."""
+    from nnunet_slem.checkpoint_format import check_architecture, load_checkpoint
     from nnunet_slem.pretext.slem import SLeMPretext
-    from nnunet_slem.pretrain.checkpoint import check_architecture, load_checkpoint
-    from nnunet_slem.pretrain.pretrainer import PretrainSettings, SLeMPretrainer
+    from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
+    from nnunet_slem.pretrain.settings import PretrainSettings
 
     given = [f for f in SLEM_ONLY_FLAGS if getattr(args, f) not in (None, False)] + (
         ["pretext_option"] if args.pretext_option else [])

@@ -78,7 +78,7 @@ def label_values(labels: dict[str, int | list[int]]) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def _non_negative_int(value: str) -> int:
+def non_negative_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -135,12 +135,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also BraTS 2023 lesion-wise Dice and HD95 with TP/FP/FN lesion counts, per region",
     )
     parser.add_argument(
-        "--lesion-dilation", type=_non_negative_int, default=DEFAULT_DILATION_ITERS, metavar="N",
+        "--lesion-dilation", type=non_negative_int, default=DEFAULT_DILATION_ITERS, metavar="N",
         help=f"dilation iterations that merge and match lesions [{DEFAULT_DILATION_ITERS}: BraTS glioma; "
         "1: meningioma, metastases]",
     )
     parser.add_argument(
-        "--min-lesion-voxels", type=_non_negative_int, default=DEFAULT_MIN_LESION_VOXELS, metavar="N",
+        "--min-lesion-voxels", type=non_negative_int, default=DEFAULT_MIN_LESION_VOXELS, metavar="N",
         help=f"reference lesions of N voxels or fewer are left out [{DEFAULT_MIN_LESION_VOXELS}; BraTS-MET: 2]",
     )
     parser.add_argument(

@@ -27,8 +27,7 @@ YEARS = ("2021", "2023")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="target", metavar="TARGET")
-    sub.required = True
+    sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     brats = sub.add_parser(
         "brats",
         help="BraTS native labels (2021: 1 NCR, 2 ED, 4 ET; 2023: 1 NETC, 2 SNFH, 3 ET)",

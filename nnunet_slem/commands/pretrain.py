@@ -116,7 +116,7 @@ def pretext_options(args: argparse.Namespace) -> dict:
 
 
 def settings_from(args: argparse.Namespace):
-    from nnunet_slem.pretrain.pretrainer import PretrainSettings
+    from nnunet_slem.pretrain.settings import PretrainSettings
 
     return PretrainSettings(
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size,

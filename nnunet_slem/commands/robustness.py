@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from nnunet_slem.commands.evaluate import _non_negative_int
+from nnunet_slem.commands.evaluate import non_negative_int
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.evaluation.lesionwise import DEFAULT_DILATION_ITERS, DEFAULT_MIN_LESION_VOXELS, LesionSettings
 
@@ -49,10 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lesion-wise", action=argparse.BooleanOptionalAction, default=None,
                         help="also report BraTS 2023 lesion-wise Dice and its drop [on when the regions include "
                         "WT, TC and ET (whole tumor, tumor core, enhancing tumor), off otherwise]")
-    parser.add_argument("--lesion-dilation", type=_non_negative_int, default=DEFAULT_DILATION_ITERS, metavar="N",
+    parser.add_argument("--lesion-dilation", type=non_negative_int, default=DEFAULT_DILATION_ITERS, metavar="N",
                         help=f"dilation iterations that merge and match lesions [{DEFAULT_DILATION_ITERS}: BraTS "
                         "glioma; 1: meningioma, metastases]")
-    parser.add_argument("--min-lesion-voxels", type=_non_negative_int, default=DEFAULT_MIN_LESION_VOXELS,
+    parser.add_argument("--min-lesion-voxels", type=non_negative_int, default=DEFAULT_MIN_LESION_VOXELS,
                         metavar="N", help="reference lesions of N voxels or fewer are left out "
                         f"[{DEFAULT_MIN_LESION_VOXELS}; BraTS-MET: 2]")
     parser.epilog = (
@@ -64,20 +64,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_folder_for(dataset: str, trainer: str, plans: str, configuration: str) -> Path:
-    """``$nnUNet_results/<Dataset>/<TRAINER>__<PLANS>__<CONFIG>``, read from the environment now."""
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    """``$nnUNet_results/<Dataset>/<TRAINER>__<PLANS>__<CONFIG>``: nnU-Net's own ``get_output_folder``, with
+    its errors (unset variable, unknown or ambiguous id) turned into one line naming the fix."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    results = os.environ.get("nnUNet_results")
-    if not results:
+    if not os.environ.get("nnUNet_results"):
         raise UserFacingError("nnUNet_results is not set; export it as for nnUNetv2_predict")
     try:
-        name = maybe_convert_to_dataset_name(dataset)
+        return Path(get_output_folder(dataset, trainer, plans, configuration))
     except (RuntimeError, ValueError) as e:
         raise UserFacingError(
             f"-d {dataset}: {e}\nCheck nnUNet_raw / nnUNet_preprocessed / nnUNet_results, or pass the full "
             "dataset name (DatasetXXX_Name)."
         ) from None
-    return Path(results) / name / f"{trainer}__{plans}__{configuration}"
 
 
 def run(args: argparse.Namespace) -> None:

@@ -111,23 +111,16 @@ def require_same_geometry(subject: str, ref_name: str, ref: Geometry, name: str,
 # ----------------------------------------------------------------------------------------- dataset folder
 
 
-def _existing_for_id(dataset_id: int) -> list[Path]:
-    prefix = f"Dataset{dataset_id:03d}_"
-    found = []
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        root = os.environ.get(var)
-        if root and Path(root).is_dir():
-            found += sorted(p for p in Path(root).iterdir() if p.name.startswith(prefix))
-    return found
-
-
 def check_dataset_id_free(dataset_id: int) -> None:
-    """Refuse an ID already used in nnUNet_raw/preprocessed/results: nnU-Net resolves IDs by folder prefix."""
-    existing = _existing_for_id(dataset_id)
+    """Refuse an ID already used in nnUNet_raw/preprocessed/results: nnU-Net resolves IDs by folder prefix, and
+    its own lookup (``find_candidate_datasets``, read from the environment now) says which names are taken."""
+    from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets
+
+    existing = [str(name) for name in find_candidate_datasets(dataset_id)]
     if existing:
         raise UserFacingError(
-            f"dataset ID {dataset_id} is already used by {', '.join(map(str, existing))}; choose another "
-            f"-d ID or remove that folder yourself (nothing was written)."
+            f"dataset ID {dataset_id} is already used by {', '.join(existing)} (in nnUNet_raw, nnUNet_preprocessed "
+            "or nnUNet_results); choose another -d ID or remove that folder yourself (nothing was written)."
         )
 
 
@@ -151,7 +144,7 @@ def staged_dataset(dataset_id: int, name: str) -> Iterator[Path]:
     raw = nnunet_raw_dir()
     check_dataset_id_free(dataset_id)
     raw.mkdir(parents=True, exist_ok=True)
-    final = raw / f"Dataset{dataset_id:03d}_{name}"
+    final = raw / dataset_folder_name(dataset_id, name)
     # os.mkdir, not tempfile.mkdtemp: mkdtemp makes the folder 0700, which would survive the rename and hide
     # the dataset from other users of a shared nnUNet_raw
     tmp = raw / f".{final.name}.partial-{uuid.uuid4().hex[:12]}"
@@ -165,14 +158,38 @@ def staged_dataset(dataset_id: int, name: str) -> Iterator[Path]:
         raise
 
 
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """nnU-Net's folder name of a dataset, e.g. ``Dataset137_BraTS``."""
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+def make_case_folders(out: Path) -> tuple[Path, Path, Path]:
+    """Create ``imagesTr``, ``labelsTr`` and ``imagesUnlabeled`` in the staged dataset ``out``; returns them."""
+    folders = (out / "imagesTr", out / "labelsTr", out / UNLABELED_FOLDER)
+    for folder in folders:
+        folder.mkdir()
+    return folders
+
+
+@dataclass(frozen=True)
+class Release:
+    """What ``dataset.json`` says about the converted release, beyond channels and labels."""
+
+    description: str
+    reference: str
+    license: str
+
+
 def write_dataset_json(
     folder: Path,
+    dataset_id: int,
+    name: str,
     channel_names: dict[int, str],
     labels: dict[str, int | list[int]],
     num_training: int,
     num_unlabeled: int,
+    release: Release,
     regions_class_order: list[int] | None = None,
-    **extra: object,
 ) -> None:
     """dataset.json through nnU-Net's own generator, so the format is exactly what nnU-Net expects."""
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
@@ -187,8 +204,19 @@ def write_dataset_json(
         numUnlabeled=num_unlabeled,
         unlabeled_folder=UNLABELED_FOLDER,
         converted_by="nnunet-slem convert",
-        **extra,
+        dataset_name=dataset_folder_name(dataset_id, name),
+        description=release.description,
+        reference=release.reference,
+        license=release.license,
     )
+
+
+def report_converted(out: Path, dataset_id: int, name: str, what: str, counts: tuple[int, int], unit: str) -> Path:
+    """Print ``what: L labelled, U unlabelled <unit> -> <folder>`` and return the published folder (``out`` is
+    the staged one, now renamed)."""
+    final = Path(out.parent) / dataset_folder_name(dataset_id, name)
+    print(f"{what}: {counts[0]} labelled, {counts[1]} unlabelled {unit} -> {final}")
+    return final
 
 
 def image_path(folder: Path, case: str, channel: int) -> Path:

@@ -33,8 +33,11 @@ from nnunet_slem.convert import (
     FILE_ENDING,
     UNLABELED_FOLDER,
     Geometry,
+    Release,
     image_path,
+    make_case_folders,
     read_geometry,
+    report_converted,
     require_same_geometry,
     staged_dataset,
     write_dataset_json,
@@ -145,9 +148,7 @@ def convert_brats(src: str | Path, dataset_id: int, name: str = "BraTS", images_
     layout, case_dirs = detect_layout(Path(src))
     n_labelled = n_unlabelled = 0
     with staged_dataset(dataset_id, name) as out:
-        images_tr, labels_tr, unlabeled = out / "imagesTr", out / "labelsTr", out / UNLABELED_FOLDER
-        for folder in (images_tr, labels_tr, unlabeled):
-            folder.mkdir()
+        images_tr, labels_tr, unlabeled = make_case_folders(out)
         for i, case_dir in enumerate(case_dirs):
             case = case_dir.name
             files = [layout.file(case_dir, s) for s in layout.sequences]
@@ -173,20 +174,13 @@ def convert_brats(src: str | Path, dataset_id: int, name: str = "BraTS", images_
                 shutil.copyfile(f, image_path(target, case, channel))
             if (i + 1) % 100 == 0:
                 print(f"  {i + 1}/{len(case_dirs)} cases")
-        write_dataset_json(
-            out,
-            CHANNEL_NAMES,
-            LABELS,
-            num_training=n_labelled,
-            num_unlabeled=n_unlabelled,
-            regions_class_order=REGIONS_CLASS_ORDER,
-            dataset_name=f"Dataset{dataset_id:03d}_{name}",
-            description=f"{layout.name} converted by nnunet-slem; labels mapped "
-            + ", ".join(f"{a}->{b}" for a, b in layout.label_map.items())
-            + f"; unlabeled cases in {UNLABELED_FOLDER}/",
+        mapping = ", ".join(f"{a}->{b}" for a, b in layout.label_map.items())
+        release = Release(
+            description=f"{layout.name} converted by nnunet-slem; labels mapped {mapping}; unlabeled cases in "
+            f"{UNLABELED_FOLDER}/",
             reference="https://www.synapse.org/brats",
             license="see the BraTS data use agreement",
         )
-    final = Path(out.parent) / f"Dataset{dataset_id:03d}_{name}"
-    print(f"{layout.name}: {n_labelled} labelled, {n_unlabelled} unlabelled cases -> {final}")
-    return final
+        write_dataset_json(out, dataset_id, name, CHANNEL_NAMES, LABELS, n_labelled, n_unlabelled, release,
+                           regions_class_order=REGIONS_CLASS_ORDER)
+    return report_converted(out, dataset_id, name, layout.name, (n_labelled, n_unlabelled), "cases")

@@ -37,7 +37,10 @@ from nnunet_slem.convert import (
     FILE_ENDING,
     UNLABELED_FOLDER,
     Geometry,
+    Release,
     image_path,
+    make_case_folders,
+    report_converted,
     require_same_geometry,
     staged_dataset,
     write_dataset_json,
@@ -157,9 +160,7 @@ def convert_chaos(src: str | Path, dataset_id: int, name: str = "CHAOS_MR", t2sp
     channels = {**CHANNELS, **(T2_CHANNEL if t2spir else {})}
     n_labelled = n_unlabelled = 0
     with staged_dataset(dataset_id, name) as out:
-        images_tr, labels_tr, unlabeled = out / "imagesTr", out / "labelsTr", out / UNLABELED_FOLDER
-        for folder in (images_tr, labels_tr, unlabeled):
-            folder.mkdir()
+        images_tr, labels_tr, unlabeled = make_case_folders(out)
         for patient_dir in patients:
             case = case_id(patient_dir.name)
             images, in_files = _patient_images(patient_dir, t2spir)
@@ -175,19 +176,12 @@ def convert_chaos(src: str | Path, dataset_id: int, name: str = "CHAOS_MR", t2sp
             target = images_tr if labelled else unlabeled
             for channel, image in enumerate(images):
                 sitk.WriteImage(image, str(image_path(target, case, channel)))
-        write_dataset_json(
-            out,
-            channels,
-            LABELS,
-            num_training=n_labelled,
-            num_unlabeled=n_unlabelled,
-            dataset_name=f"Dataset{dataset_id:03d}_{name}",
-            description="CHAOS MR converted by nnunet-slem: T1-DUAL in/out phase"
-            + (", T2-SPIR linearly resampled onto the T1 grid (separate acquisition)" if t2spir else "")
-            + f"; T1-DUAL ground truth; unlabeled patients in {UNLABELED_FOLDER}/",
+        t2_note = ", T2-SPIR linearly resampled onto the T1 grid (separate acquisition)" if t2spir else ""
+        release = Release(
+            description=f"CHAOS MR converted by nnunet-slem: T1-DUAL in/out phase{t2_note}; T1-DUAL ground truth; "
+            f"unlabeled patients in {UNLABELED_FOLDER}/",
             reference="https://chaos.grand-challenge.org/Data/",
             license="see https://chaos.grand-challenge.org/Data/",
         )
-    final = Path(out.parent) / f"Dataset{dataset_id:03d}_{name}"
-    print(f"CHAOS MR: {n_labelled} labelled, {n_unlabelled} unlabelled patients -> {final}")
-    return final
+        write_dataset_json(out, dataset_id, name, channels, LABELS, n_labelled, n_unlabelled, release)
+    return report_converted(out, dataset_id, name, "CHAOS MR", (n_labelled, n_unlabelled), "patients")

@@ -1,6 +1,6 @@
 """A BraTS-like multi-modal brain dataset on real anatomy: the ICBM152 2009a template bundled with nilearn.
 
-Why: the phantom of :mod:`nnunet_slem.data.synthetic` has a noisy background and ellipsoidal anatomy, so
+Why: the phantom of :mod:`nnunet_slem.data.phantoms` has a noisy background and ellipsoidal anatomy, so
 nnU-Net z-scores it over the whole image. Real BraTS is skull-stripped: the background is exactly 0, nnU-Net
 crops to the nonzero region and z-scores only inside it (``use_mask_for_norm``, which its planner turns on
 only when cropping shrinks the images below 3/4 of their size). A benchmark of whether self-supervised
@@ -8,7 +8,7 @@ pretraining helps segmentation should see data that behave like that, with folde
 partial volume instead of ellipsoids.
 
 What is modelled: FLAIR/T1/T1ce/T2 from the template's grey/white matter/CSF probabilities (contrasts as in
-the phantom, in :data:`synthetic._BRATS_TISSUE`), small healthy T1- *and* T1ce-bright structures and
+the phantom, in :data:`phantoms.BRATS_TISSUE`), small healthy T1- *and* T1ce-bright structures and
 haemorrhage in some necrotic cores (so a T1ce threshold alone cannot find enhancing tumour), an irregular
 nested tumour (edema, necrosis, enhancing rim visible only as T1ce minus T1) of 10 to 40 mm radius (log-uniform),
 a random pose, a smooth bias field, Rician noise and per-case intensity scales. What is not: mass effect,
@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from nnunet_slem.data import phantoms
 from nnunet_slem.data import synthetic as syn
 from nnunet_slem.errors import UserFacingError
 
@@ -135,17 +136,17 @@ def load_template(voxel_mm: float = DEFAULT_VOXEL_MM) -> Template:
     return Template(gm=gm, wm=wm, csf=csf, mask=mask, depth=depth, voxel_mm=voxel_mm)
 
 
-def generate_case(seed: int, index: int, voxel_mm: float = DEFAULT_VOXEL_MM) -> syn.SyntheticCase:
+def generate_case(seed: int, index: int, voxel_mm: float = DEFAULT_VOXEL_MM) -> phantoms.SyntheticCase:
     """Case ``index`` of the dataset generated with ``seed``: exactly what :func:`make_dataset` writes."""
     template = load_template(check_voxel_mm(voxel_mm))
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
-    grid = syn._voxel_grid(template.mask.shape)
+    grid = phantoms.voxel_grid(template.mask.shape)
     label = _tumour(rng, grid, template)
     clean = _clean_images(rng, grid, template, label)
     clean, label, mask = _pose(rng, clean, label, template)
     images = _acquire(rng, grid, clean, mask)
     spacing = (template.voxel_mm,) * 3
-    return syn.SyntheticCase(images=images, label=label, body=mask, spacing_xyz=spacing)
+    return phantoms.SyntheticCase(images=images, label=label, body=mask, spacing_xyz=spacing)
 
 
 def make_dataset(
@@ -176,7 +177,7 @@ def make_dataset(
                             overwrite=overwrite, anatomy=anatomy)
 
 
-def _tumour(rng: np.random.Generator, grid: syn.Grid, tpl: Template) -> np.ndarray:
+def _tumour(rng: np.random.Generator, grid: phantoms.Grid, tpl: Template) -> np.ndarray:
     """Edema around a core of necrosis inside an enhancing rim; irregular, in the parenchyma, volumes ~60-fold.
 
     Sizes are drawn in mm and converted, with floors in voxels so that a coarse grid still shows every part.
@@ -198,12 +199,12 @@ def _tumour(rng: np.random.Generator, grid: syn.Grid, tpl: Template) -> np.ndarr
     weights = 0.2 + tpl.wm.ravel()[candidates]
     center = np.unravel_index(rng.choice(candidates, p=weights / weights.sum()), tpl.mask.shape)
     aspect = np.exp(rng.uniform(-0.3, 0.3, 3))
-    distance = syn._ellipsoid_radius(grid, center, aspect / np.prod(aspect) ** (1.0 / 3.0))
+    distance = phantoms.ellipsoid_radius(grid, center, aspect / np.prod(aspect) ** (1.0 / 3.0))
 
     wavelength = max(1.3 * radius, 4.0)
 
     def perturbed(amount: float) -> np.ndarray:
-        return distance * np.clip(1.0 + amount * syn._smooth_field(rng, grid, wavelength), 0.3, None)
+        return distance * np.clip(1.0 + amount * phantoms.smooth_field(rng, grid, wavelength), 0.3, None)
 
     d_whole, d_core, d_necrosis = perturbed(0.3), perturbed(0.15), perturbed(0.25)
     core_radius = max(radius * rng.uniform(0.5, 0.75), 1.5)
@@ -224,34 +225,35 @@ def _tumour(rng: np.random.Generator, grid: syn.Grid, tpl: Template) -> np.ndarr
     return label
 
 
-def _clean_images(rng: np.random.Generator, grid: syn.Grid, tpl: Template, label: np.ndarray) -> np.ndarray:
+def _clean_images(rng: np.random.Generator, grid: phantoms.Grid, tpl: Template, label: np.ndarray) -> np.ndarray:
     """Noise-free (4, Z, Y, X) contrasts: tissue mixture by partial volume, decoys, then the tumour."""
-    table = syn._BRATS_TISSUE
-    clean = (tpl.gm[None] * table[syn._GM][:, None, None, None] + tpl.wm[None] * table[syn._WM][:, None, None, None]
-             + tpl.csf[None] * table[syn._CSF][:, None, None, None])
+    table = phantoms.BRATS_TISSUE
+    clean = (tpl.gm[None] * table[phantoms.GM][:, None, None, None]
+             + tpl.wm[None] * table[phantoms.WM][:, None, None, None]
+             + tpl.csf[None] * table[phantoms.CSF][:, None, None, None])
 
     # Healthy structures bright on T1 *and* T1ce (fat, blood products, calcification, slow-flow vessels).
     allowed = tpl.mask & (tpl.depth >= 1.5) & (ndimage.binary_dilation(label > 0, iterations=2) == 0)
     candidates = np.flatnonzero(allowed)
     for flat in rng.choice(candidates, size=int(rng.integers(3, 9))) if candidates.size else ():
         semi = np.maximum(rng.uniform(4.0, 9.0, 3) / tpl.voxel_mm, 0.9)
-        spot = allowed & (syn._ellipsoid_radius(grid, np.unravel_index(flat, label.shape), semi) < 1.0)
-        clean[:, spot] = table[syn._SPOT][:, None]
+        spot = allowed & (phantoms.ellipsoid_radius(grid, np.unravel_index(flat, label.shape), semi) < 1.0)
+        clean[:, spot] = table[phantoms.SPOT][:, None]
 
     edema, necrosis = label == 1, label == 2
-    clean[0, edema] = syn._BRATS_EDEMA_FLAIR
-    clean[3, edema] = syn._BRATS_EDEMA_T2
-    clean[1:3, edema] *= syn._BRATS_EDEMA_T1_FACTOR
-    clean[:, necrosis] = syn._BRATS_NECROSIS[:, None]
-    clean[:, label == 3] = syn._BRATS_ENHANCING[:, None]
+    clean[0, edema] = phantoms.BRATS_EDEMA_FLAIR
+    clean[3, edema] = phantoms.BRATS_EDEMA_T2
+    clean[1:3, edema] *= phantoms.BRATS_EDEMA_T1_FACTOR
+    clean[:, necrosis] = phantoms.BRATS_NECROSIS[:, None]
+    clean[:, label == 3] = phantoms.BRATS_ENHANCING[:, None]
     if necrosis.any() and rng.random() < _HAEMORRHAGE_PROBABILITY:
-        blood = necrosis & (syn._smooth_field(rng, grid, 6.0) > 0.6)
+        blood = necrosis & (phantoms.smooth_field(rng, grid, 6.0) > 0.6)
         clean[:, blood] = _HAEMORRHAGE[:, None]
     tumour = label > 1
-    clean[:, tumour] *= 1.0 + 0.08 * syn._smooth_field(rng, grid, 3.0)[tumour]  # heterogeneous core
-    clean *= 1.0 + 0.04 * syn._smooth_field(rng, grid, 4.0)  # tissue texture, shared by the sequences
+    clean[:, tumour] *= 1.0 + 0.08 * phantoms.smooth_field(rng, grid, 3.0)[tumour]  # heterogeneous core
+    clean *= 1.0 + 0.04 * phantoms.smooth_field(rng, grid, 4.0)  # tissue texture, shared by the sequences
     for channel in range(4):
-        clean[channel] = syn._blur(clean[channel], 0.5)  # partial volume at the hard tumour/spot edges
+        clean[channel] = phantoms.blur(clean[channel], 0.5)  # partial volume at the hard tumour/spot edges
     return clean.astype(np.float32)
 
 
@@ -279,15 +281,15 @@ def _pose(
     return images.astype(np.float32), posed_label, mask
 
 
-def _acquire(rng: np.random.Generator, grid: syn.Grid, clean: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _acquire(rng: np.random.Generator, grid: phantoms.Grid, clean: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Bias field, arbitrary per-case sequence scale and Rician noise, inside the brain only: skull-stripped
     data have an exactly zero background, and every brain voxel stays nonzero so nnU-Net's nonzero mask is
     the brain mask."""
     shape = mask.shape
     images = np.zeros_like(clean)
     for channel in range(4):
-        bias = np.exp(0.12 * syn._smooth_field(rng, grid, 1.5 * max(shape), n_waves=4))
-        scale = float(syn._BRATS_SCALE[channel] * np.exp(rng.normal(0.0, 0.15)))
-        noisy = syn._rician(rng, clean[channel] * bias * np.float32(scale), 0.025 * scale)
+        bias = np.exp(0.12 * phantoms.smooth_field(rng, grid, 1.5 * max(shape), n_waves=4))
+        scale = float(phantoms.BRATS_SCALE[channel] * np.exp(rng.normal(0.0, 0.15)))
+        noisy = phantoms.rician(rng, clean[channel] * bias * np.float32(scale), 0.025 * scale)
         images[channel] = np.where(mask, np.maximum(noisy, np.float32(1e-3 * scale)), 0.0)
     return images

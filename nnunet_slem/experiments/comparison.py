@@ -33,8 +33,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunet_slem.atomic import write_json_atomic, write_text_atomic
+from nnunet_slem.checkpoint_format import load_checkpoint, pretrain_output_folder
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.experiments.comparison_report import (
     case_records,
@@ -45,7 +47,6 @@ from nnunet_slem.experiments.comparison_report import (
 )
 from nnunet_slem.experiments.workflow import run_command
 from nnunet_slem.paths import nnunet_raw_dir
-from nnunet_slem.pretrain.checkpoint import load_checkpoint, pretrain_output_folder
 from nnunet_slem.pretrain.locate import dataset_id_of, locate_preprocessed
 
 #: bump when a run record's layout changes: older records are re-evaluated (their training is reused)
@@ -309,8 +310,8 @@ class Comparison:
                 self._say(f"[{method.name} seed {seed}] done already, skipped")
                 return done
         results_root = self.run_folder(seed) / "nnUNet_results"
-        fold_dir = (results_root / self.data.dataset_name / f"{method.trainer}__{self.s.plans}__{self.s.configuration}"
-                    / f"fold_{self.s.fold}")
+        model = convert_trainer_plans_config_to_identifier(method.trainer, self.s.plans, self.s.configuration)
+        fold_dir = results_root / self.data.dataset_name / model / f"fold_{self.s.fold}"
         extra = {"SLEM_LABELED_SEED": str(seed), "SLEM_SEED": str(seed), "SLEM_SAVE_EVERY": str(self.s.save_every)}
         if self.s.labeled is not None:
             extra["SLEM_LABELED"] = str(self.s.labeled)

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nnunet_slem.atomic import save_figure_atomic, write_json_atomic, write_text_atomic
+from nnunet_slem.checkpoint_format import pretrain_output_folder
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.experiments.workflow import nnunet_env, run_command, write_small_plans, write_split
-from nnunet_slem.pretrain.checkpoint import pretrain_output_folder
 
 METHODS = {  # label in the table -> trainer
     "SLeM (pretrained + CFB)": "SLeMTrainer_demo",
@@ -30,8 +30,13 @@ SMALL_PLANS = "nnUNetPlans_slemDemo"
 
 @dataclass
 class DemoSettings:
+    """One field per ``nnunet-slem demo`` option (same name, same default; this order is the order of
+    ``results.json``'s ``settings``); the defaults fit 2 CPU cores."""
+
     out: str = "slem_demo"
     device: str = "cpu"
+    # the generated dataset: ``cases`` training images (all pretrained on; fine-tuning trains on ``labeled`` of
+    # them and validates on ``val_cases`` others) and ``test_cases`` held-out test cases
     dataset_id: int = 990
     modalities: str = "brats"
     cases: int = 16
@@ -39,15 +44,17 @@ class DemoSettings:
     labeled: int = 4
     val_cases: int = 2
     shape: tuple[int, int, int] = (40, 40, 40)
-    features: tuple[int, ...] = (8, 16, 32, 64)
+    features: tuple[int, ...] = (8, 16, 32, 64)  # U-Net features per stage of the demo's small plans
+    # nnunet-slem pretrain: --epochs, --iters-per-epoch, --batch-size, --audit-samples, --probe-samples
     pretrain_epochs: int = 18
     pretrain_iters: int = 25
     pretrain_batch: int = 8
     audit_samples: int = 300
     probe_samples: int = 64
+    # both fine-tuning arms: SLEM_EPOCHS and SLEM_ITERS_PER_EPOCH of the trainers
     finetune_epochs: int = 10
     finetune_iters: int = 20
-    seed: int = 0
+    seed: int = 0  # of the generated data and of the pretraining (--seed)
 
     def __post_init__(self) -> None:
         if self.labeled < 1 or self.val_cases < 1 or self.labeled + self.val_cases > self.cases:
@@ -62,8 +69,8 @@ class Demo:
         self.root = Path(settings.out).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.log = self.root / "demo_log.txt"
-        self.env = nnunet_env(self.root, extra={"SLEM_DEMO_EPOCHS": str(settings.finetune_epochs),
-                                                "SLEM_DEMO_ITERS": str(settings.finetune_iters)})
+        self.env = nnunet_env(self.root, extra={"SLEM_EPOCHS": str(settings.finetune_epochs),
+                                                "SLEM_ITERS_PER_EPOCH": str(settings.finetune_iters)})
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------- steps
@@ -138,7 +145,11 @@ class Demo:
             self.env, self.log))
 
     def trainer_folder(self, trainer: str) -> Path:
-        return Path(self.env["nnUNet_results"]) / self.dataset_name / f"{trainer}__{SMALL_PLANS}__3d_fullres"
+        """nnU-Net's model folder of ``trainer`` in the demo's results, named as nnU-Net names it."""
+        from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
+        identifier = convert_trainer_plans_config_to_identifier(trainer, SMALL_PLANS, "3d_fullres")
+        return Path(self.env["nnUNet_results"]) / self.dataset_name / identifier
 
     def finetune(self, trainer: str) -> None:
         fold = self.trainer_folder(trainer) / "fold_0"
@@ -168,7 +179,7 @@ class Demo:
 
     # ------------------------------------------------------------------------------------------ report
     def report(self, rows: dict[str, dict]) -> dict:
-        from nnunet_slem.pretrain.checkpoint import load_checkpoint
+        from nnunet_slem.checkpoint_format import load_checkpoint
 
         meta = load_checkpoint(self.pretrain_checkpoint)
         log = meta["logging"]

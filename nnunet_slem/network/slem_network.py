@@ -11,11 +11,17 @@ the deepest stage that is. "Large enough" means at least ``min_extent`` voxels a
 8: room for dilations 1, 2 and 3), except along axes where the patch itself is smaller than that. A 128^3
 patch with five poolings has a 4^3 bottleneck, where no dilation above 1 reads real features on both sides, so the CFB
 goes to the 8^3 stage before it.
+
+The CFB's convolution, norm and nonlinearity are the U-Net's own, read from the same plans entries
+(``architecture.arch_kwargs``: ``conv_op``, ``norm_op``, ``norm_op_kwargs``, ``nonlin``, ``nonlin_kwargs``) the
+way nnU-Net's ``get_network_from_plans`` reads them (:func:`cfb_layers_from_plans`).
 """
 
 from __future__ import annotations
 
+import pydoc
 from collections.abc import Sequence
+from dataclasses import fields
 
 import numpy as np
 import torch
@@ -23,7 +29,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
-from nnunet_slem.network.cfb import CFBConfig, ContextualFusionBlock
+from nnunet_slem.network.cfb import CFBConfig, CFBLayers, ContextualFusionBlock
 
 
 def feature_map_sizes(patch_size: Sequence[int], strides: Sequence[Sequence[int] | int]) -> list[list[int]]:
@@ -103,6 +109,27 @@ def cfb_config_from_plans(configuration_manager: ConfigurationManager, default: 
     return CFBConfig.from_dict(merged)
 
 
+def cfb_layers_from_plans(configuration_manager: ConfigurationManager) -> CFBLayers:
+    """The plans' layer types for the CFB, imported as ``get_network_from_plans`` imports them; an entry the
+    architecture does not have keeps nnU-Net's default (:meth:`CFBLayers.nnunet_default`)."""
+    arch_kwargs = configuration_manager.network_arch_init_kwargs
+    to_import = set(configuration_manager.network_arch_init_kwargs_req_import)
+    default = CFBLayers.nnunet_default(len(configuration_manager.patch_size))
+    chosen = {}
+    for name in (f.name for f in fields(CFBLayers)):
+        if name not in arch_kwargs:
+            chosen[name] = getattr(default, name)
+            continue
+        value = arch_kwargs[name]
+        if name in to_import and isinstance(value, str):
+            located = pydoc.locate(value)
+            if located is None:
+                raise ValueError(f"The plans' {name} {value!r} cannot be imported; fix the plans' arch_kwargs.")
+            value = located
+        chosen[name] = value
+    return CFBLayers(**chosen)
+
+
 def build_slem_network(
     configuration_manager: ConfigurationManager,
     num_input_channels: int,
@@ -136,5 +163,6 @@ def build_slem_network(
         dilations=cfb_config.dilations,
         reduction=cfb_config.reduction,
         image_pooling=cfb_config.image_pooling,
+        layers=cfb_layers_from_plans(configuration_manager),
     )
     return SLeMNetwork(base, cfb, stage)

@@ -20,9 +20,9 @@ The procedure (deterministic given ``(M, B, K, seed)``):
 3. repeatedly add the candidate that maximises the minimum Hamming distance to the assignments already
    chosen, ties broken by a ``numpy`` RNG seeded with ``seed``.
 
-Distances are computed per block from a ``(M!, M!)`` table of permutation-to-permutation distances and a
-running minimum over all candidates is kept, so each greedy step costs ``B`` gathers over the candidates: the
-BraTS set (M=4, B=4, K=24) is built in a few tens of milliseconds.
+The pool and the greedy selection are :mod:`~nnunet_slem.pretext.max_min_hamming`, shared with the jigsaw
+permutation sets; a candidate is compared as its ``B * M`` (block, channel) entries and a running minimum over
+all candidates is kept: the BraTS set (M=4, B=4, K=24) is built in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.pretext.max_min_hamming import MAX_EXHAUSTIVE, distinct_pool, greedy_max_min_hamming
 
 __all__ = [
     "MAX_EXHAUSTIVE",
@@ -45,7 +46,7 @@ __all__ = [
     "min_pairwise_hamming",
 ]
 
-MAX_EXHAUSTIVE = 500_000
+#: the random candidate pool when ``(M!)^B > MAX_EXHAUSTIVE`` (the tile permutations use a smaller one)
 RANDOM_POOL_SIZE = 200_000
 DEFAULT_MAX_ASSIGNMENTS = 24
 
@@ -80,11 +81,6 @@ def _all_permutations(num_modalities: int) -> np.ndarray:
     return np.array(list(itertools.permutations(range(num_modalities))), dtype=np.int64)
 
 
-def _perm_distance_table(perms: np.ndarray) -> np.ndarray:
-    """``(P, P)`` Hamming distances between permutations, small ints for cheap gathers."""
-    return (perms[:, None, :] != perms[None, :, :]).sum(-1).astype(np.int16)
-
-
 def _exhaustive_candidates(num_perms: int, num_blocks: int) -> np.ndarray:
     """All ``P^B`` assignments as ``(P^B, B)`` permutation indices; row 0 is the identity."""
     total = num_perms**num_blocks
@@ -92,50 +88,14 @@ def _exhaustive_candidates(num_perms: int, num_blocks: int) -> np.ndarray:
     return np.stack(np.unravel_index(np.arange(total), (num_perms,) * num_blocks), axis=1).astype(dtype)
 
 
-def _row_keys(rows: np.ndarray, num_perms: int) -> np.ndarray:
-    """One sortable key per row: an integer code when ``P^B`` fits in int64, else a byte string."""
-    num_blocks = rows.shape[1]
-    if num_blocks * math.log2(num_perms) < 62:
-        return rows @ (num_perms ** np.arange(num_blocks - 1, -1, -1, dtype=np.int64))
-    return np.ascontiguousarray(rows).view(np.dtype((np.void, rows.dtype.itemsize * num_blocks))).ravel()
-
-
 def _random_candidates(num_perms: int, num_blocks: int, pool_size: int, seed: int) -> np.ndarray:
-    """``pool_size`` distinct assignments as permutation indices, identity first, in draw order.
-
-    Kept in first-draw order (not sorted) so truncating to ``pool_size`` is not biased to low indices.
-    """
+    """``pool_size`` distinct assignments as permutation indices, identity first, in draw order."""
     rng = np.random.default_rng(seed)
-    pool = np.zeros((1, num_blocks), dtype=np.int64)  # the identity
-    while len(pool) < pool_size:
-        draw = rng.integers(0, num_perms, size=(pool_size - len(pool) + 1024, num_blocks), dtype=np.int64)
-        pool = np.concatenate([pool, draw])
-        _, first = np.unique(_row_keys(pool, num_perms), return_index=True)
-        pool = pool[np.sort(first)]
-    return pool[:pool_size]
 
+    def draw(n: int) -> np.ndarray:
+        return rng.integers(0, num_perms, size=(n, num_blocks), dtype=np.int64)
 
-def _greedy_max_min(
-    candidates: np.ndarray, dist_table: np.ndarray, num_assignments: int, rng: np.random.Generator
-) -> list[int]:
-    """Indices into ``candidates`` of the greedy max-min-Hamming set; candidate 0 (identity) comes first.
-
-    ``min_dist[i]`` is candidate ``i``'s distance to its nearest already-chosen assignment; chosen ones sit at
-    0 and are never picked again because unchosen distinct candidates are always at distance >= 2.
-    """
-    num_blocks = candidates.shape[1]
-    min_dist = np.full(len(candidates), np.iinfo(np.int32).max, dtype=np.int32)
-    chosen: list[int] = []
-    nxt = 0
-    for _ in range(num_assignments):
-        chosen.append(nxt)
-        dist = np.zeros(len(candidates), dtype=np.int32)
-        for b in range(num_blocks):
-            dist += dist_table[candidates[:, b], candidates[nxt, b]]
-        np.minimum(min_dist, dist, out=min_dist)
-        best = np.flatnonzero(min_dist == min_dist.max())
-        nxt = int(best[rng.integers(len(best))]) if len(best) > 1 else int(best[0])
-    return chosen
+    return distinct_pool(np.zeros((1, num_blocks), dtype=np.int64), draw, pool_size)
 
 
 def build_assignment_set(
@@ -167,8 +127,9 @@ def build_assignment_set(
         candidates = _exhaustive_candidates(len(perms), num_blocks)
     else:
         candidates = _random_candidates(len(perms), num_blocks, max(RANDOM_POOL_SIZE, k), seed)
-    rng = np.random.default_rng(seed)
-    chosen = _greedy_max_min(candidates, _perm_distance_table(perms), k, rng)
+    # candidate i as a column of its B * M (block, channel) entries: Hamming distance = differing entries
+    columns = np.ascontiguousarray(perms.astype(np.int8)[candidates].reshape(len(candidates), -1).T)
+    chosen = greedy_max_min_hamming(columns, k, np.random.default_rng(seed))
     return perms[candidates[chosen].astype(np.int64)]
 
 

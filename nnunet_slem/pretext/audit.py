@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nnunet_slem.pretext.slem import BlockLayout, SLeMPretext
+from nnunet_slem.pretext.blocks import BlockLayout
+from nnunet_slem.pretext.slem import SLeMPretext
 
 __all__ = [
     "FEATURE_GROUPS",

@@ -14,15 +14,48 @@ score the network's output, and serialises itself into the checkpoint. Two kinds
 
 Randomness: a call takes a ``torch.Generator`` (on the CPU) for every random draw, so the pretraining loop can
 give each sample its own seeded generator (see :mod:`nnunet_slem.pretrain.data`).
+
+Extra inputs: a pretext that needs more than the images (the supervoxel pretext: each case's supervoxel map)
+declares it with ``extra_channels`` and :meth:`Pretext.extra_input`, an :class:`ExtraInput` that computes the
+per-case arrays once before pretraining and loads them; the loop calls it the same way for every pretext and
+the loader appends the array's window to each patch, so the loop knows nothing of what the channel means.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+
+class CaseImages(Protocol):
+    """What an :class:`ExtraInput` needs of the pretraining images (:class:`~nnunet_slem.pretrain.data.ImageSource`)."""
+
+    def __len__(self) -> int: ...
+
+    def image(self, index: int):
+        """The ``(C, *spatial)`` image array of case ``index``."""
+
+    def case_name(self, index: int) -> str:
+        """A stable key of the case for per-case caches."""
+
+
+@runtime_checkable
+class ExtraInput(Protocol):
+    """One extra input channel of a pretext: a ``(*spatial)`` array per case (e.g. its supervoxel ids), aligned with
+    the case's image. The loader crops the same window from it as from the image and appends it after the
+    image channels, so mirroring and zero padding treat it like an image channel."""
+
+    def ensure(self, source: CaseImages) -> object:
+        """Compute (and cache) whatever is missing for ``source``'s cases. One process calls it before
+        pretraining while the others wait; afterwards every process and loader worker only calls :meth:`load`."""
+
+    def load(self, source: CaseImages, index: int) -> np.ndarray:
+        """The ``(*spatial)`` array of case ``index``."""
 
 
 @runtime_checkable
@@ -46,6 +79,10 @@ class Pretext(Protocol):
 
     def check_patch(self, patch_size: tuple[int, ...]) -> None:
         """Raise :class:`~nnunet_slem.pretext.assignments.PretextConfigError` if the patch cannot hold the task."""
+
+    def extra_input(self, preprocessed_base: Path, data_identifier: str) -> ExtraInput | None:
+        """Where the extra channel comes from (``None`` iff ``extra_channels == 0``): cached under the dataset's
+        preprocessed folder ``preprocessed_base``, keyed by the configuration's ``data_identifier``."""
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """``(inputs, targets)`` from ``(N, M + extra_channels, *spatial)`` patches, on the patches' device."""
@@ -74,6 +111,10 @@ class ClassificationPretext:
     @property
     def chance(self) -> float:
         return 1.0 / self.num_classes
+
+    def extra_input(self, preprocessed_base: Path, data_identifier: str) -> None:
+        """Classification pretexts need the images only."""
+        return None
 
     def loss(self, output: Tensor, targets: Tensor) -> Tensor:
         return nn.functional.cross_entropy(output, targets)

@@ -56,6 +56,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -63,6 +64,7 @@ from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError
 from nnunet_slem.pretext.base import config_kwargs
+from nnunet_slem.pretext.checks import check_image_batch, check_state_version
 
 __all__ = ["MAEConfig", "MAEPretext", "cube_grid", "cube_index"]
 
@@ -161,6 +163,10 @@ class MAEPretext:
         """Cubes per axis for this patch size (:func:`cube_grid`)."""
         return cube_grid(patch_size, self.config.cube, self.config.min_cubes_per_axis)
 
+    def extra_input(self, preprocessed_base: Path, data_identifier: str) -> None:
+        """The MAE pretext needs the images only."""
+        return None
+
     def num_masked(self, num_cubes: int) -> int:
         """Masked cubes per mask: ``round(mask_ratio * cubes)``, at least one and leaving at least one visible."""
         return min(num_cubes - 1, max(1, round(self.config.mask_ratio * num_cubes)))
@@ -180,13 +186,7 @@ class MAEPretext:
 
     # ------------------------------------------------------------------------------------------- masking
     def _check_images(self, images: Tensor) -> None:
-        if images.ndim != 2 + self.spatial_dims or images.shape[1] != self.num_modalities:
-            raise ValueError(
-                f"expected patches of shape (N, {self.num_modalities}, *spatial) with {self.spatial_dims} spatial "
-                f"axes; got {tuple(images.shape)}."
-            )
-        if not images.is_floating_point():
-            raise ValueError(f"images must be a floating point tensor, got {images.dtype}.")
+        check_image_batch(images, self.num_modalities, self.spatial_dims)
 
     def masks(self, n: int, spatial: Sequence[int], generator: torch.Generator | None = None) -> Tensor:
         """Boolean masks ``(n, M, *spatial)`` (True = masked) on the CPU, drawn from ``generator``.
@@ -260,11 +260,6 @@ class MAEPretext:
     @classmethod
     def from_state_dict(cls, d: dict) -> MAEPretext:
         """Inverse of :meth:`state_dict`."""
-        version = d.get("format_version")
-        if version != STATE_FORMAT_VERSION:
-            raise PretextConfigError(
-                f"MAE pretext state has format version {version!r}; this version of nnunet-slem reads version "
-                f"{STATE_FORMAT_VERSION}. Use the nnunet-slem version that wrote the checkpoint."
-            )
+        check_state_version(d, STATE_FORMAT_VERSION, "MAE pretext")
         return cls(MAEConfig.from_dict(d["config"]), num_modalities=int(d["num_modalities"]),
                    spatial_dims=int(d["spatial_dims"]))

@@ -30,28 +30,28 @@ channels, ``spatial`` = ``(X, Y, Z)`` or ``(X, Y)``):
        sequences differ in histogram *shape* (``nnunet-slem audit`` measures this on your data).
      - ``"zscore"``: zero mean and unit standard deviation; removes level and spread, keeps shape.
      - ``"none"``: no renormalisation (ablations only; opens the intensity shortcut).
-   * ``foreground_only`` (default on): the renormalisation (and the intensity augmentation) acts on the
-     block's *foreground* only, the voxels where any channel of the unshuffled sample is non-zero; the
-     background stays exactly 0, and (with ``"rank"``/``"zscore"``) a block with less than ``MIN_FOREGROUND``
-     of its voxels in the foreground stays all 0. Why: nnU-Net z-scores skull-stripped data inside the non-zero mask
-     (``use_mask_for_norm``) and leaves the background at exactly 0. Ranked together with the brain, that
-     tie group lands at the quantile of "fraction of brain below 0", which depends on each modality's skew:
-     a modality fingerprint (audit accuracy 0.24 on realistic skull-stripped data, 0.95 on the test suite's
-     skull-stripped patches, chance 0.04; 0.04 with the fix); the
-     brain's spread would also vary with each block's background share, and fine-tuning would see other
-     inputs (brain ~ N(0, 1), background 0) than pretraining. The mask is the same for every channel and
-     invariant under the channel permutation, so it carries no label information. On data without exact
-     zeros the mask is everything and the result is bit for bit the whole-block one. Pretext states saved
-     before this option existed rebuild with ``foreground_only=False``, the task those networks learnt.
+   * ``foreground_only`` (default on): the renormalisation (and the intensity augmentation) acts on the block's
+     *foreground* only, the voxels where any channel of the unshuffled sample is non-zero; the background stays
+     exactly 0, and (with ``"rank"``/``"zscore"``) a block with less than ``MIN_FOREGROUND``
+     (:mod:`~nnunet_slem.pretext.block_norm`) of its voxels in the foreground stays all 0. Why: nnU-Net z-scores
+     skull-stripped data inside the non-zero mask (``use_mask_for_norm``) and leaves the background at exactly 0.
+     Ranked together with the brain, that tie group lands at the quantile of "fraction of brain below 0", which
+     depends on each modality's skew: a modality fingerprint (audit accuracy 0.24 on realistic skull-stripped
+     data, 0.95 on the test suite's skull-stripped patches, chance 0.04; 0.04 with the fix); the brain's spread
+     would also vary with each block's background share, and fine-tuning would see other inputs (brain ~ N(0, 1),
+     background 0) than pretraining. The mask is the same for every channel and invariant under the channel
+     permutation, so it carries no label information. On data without exact zeros the mask is everything and the
+     result is bit for bit the whole-block one. Pretext states saved before this option existed rebuild with
+     ``foreground_only=False``, the task those networks learnt.
    * ``seam_band`` (default 0, off): after the shuffle, zero a band of that many voxels centred on every seam
-     (:func:`zero_seams`), for experiments on whether the network reads continuity across seams
-     (:mod:`nnunet_slem.pretrain.probes` measures it); off by default because cutting the images' continuity
-     also cuts the anatomy the encoder is meant to learn from.
+     (:func:`~nnunet_slem.pretext.blocks.zero_seams`), for experiments on whether the network reads
+     continuity across seams (:mod:`nnunet_slem.pretrain.probes` measures it); off by default because cutting
+     the images' continuity also cuts the anatomy the encoder is meant to learn from.
    * ``intensity_aug``: per block and channel, a random gamma (log-uniform in [0.7, 1.5]) on the min-max
      scaled values (mapped back to the block's range afterwards), then a random contrast (x0.75..1.25) and
-     brightness shift (+-0.1 of the block's range). The gamma perturbs histogram shape, which z-scoring
-     leaves as a modality fingerprint. It is skipped with ``"rank"`` normalisation, where a monotonic
-     intensity change cannot alter anything.
+     brightness shift (+-0.1 of the block's range), :mod:`~nnunet_slem.pretext.intensity_aug`. The gamma
+     perturbs histogram shape, which z-scoring leaves as a modality fingerprint. It is skipped with
+     ``"rank"`` normalisation, where a monotonic intensity change cannot alter anything.
 
 Everything heavy runs on the device of ``images``; the few random numbers (labels, layouts, augmentation
 parameters) come from the ``torch.Generator`` passed in, on the generator's device, and are moved over.
@@ -70,24 +70,19 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError, build_assignment_set
-from nnunet_slem.pretext.base import ClassificationPretext, config_kwargs
+from nnunet_slem.pretext.base import config_kwargs
+from nnunet_slem.pretext.block_norm import NORMALIZATIONS, normalize_rows
+from nnunet_slem.pretext.blocks import BlockLayout, jittered_cuts, zero_seams
+from nnunet_slem.pretext.checks import as_labels, check_image_batch
+from nnunet_slem.pretext.class_table import ClassTablePretext
+from nnunet_slem.pretext.intensity_aug import intensity_params, intensity_transform
 
 __all__ = [
-    "BlockLayout",
     "SLeMPretext",
     "SLeMPretextConfig",
     "default_grid",
-    "zero_seams",
 ]
 
-NORMALIZATIONS = ("rank", "zscore", "none")
-GAMMA_RANGE = (0.7, 1.5)
-CONTRAST_RANGE = (0.75, 1.25)
-BRIGHTNESS_RANGE = (-0.1, 0.1)
-_EPS = 1e-6
-#: with ``foreground_only``, a block whose foreground is below this fraction of its voxels stays all 0: the ranks
-#: of a handful of voxels are noise, and the network should see such a block as the background it is
-MIN_FOREGROUND = 0.01
 STATE_FORMAT_VERSION = 1
 
 
@@ -149,61 +144,12 @@ class SLeMPretextConfig:
         return cls(**kwargs)
 
 
-@dataclass
-class BlockLayout:
-    """One sample's block geometry.
-
-    Attributes:
-        axis_order: ``parts[a] == grid[axis_order[a]]``: which grid entry each spatial axis received.
-        parts: number of parts along each spatial axis, as used for this sample.
-        boundaries: per axis the cut positions including ``0`` and the axis length (``parts[a] + 1`` ints).
-    """
-
-    axis_order: tuple[int, ...]
-    parts: tuple[int, ...]
-    boundaries: tuple[tuple[int, ...], ...]
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        return tuple(b[-1] for b in self.boundaries)
-
-    @property
-    def num_blocks(self) -> int:
-        return math.prod(self.parts)
-
-    def block_slices(self) -> list[tuple[slice, ...]]:
-        """``B`` tuples of per-axis slices, in C order over the grid (first axis slowest)."""
-        per_axis = [[slice(b[i], b[i + 1]) for i in range(len(b) - 1)] for b in self.boundaries]
-        return list(itertools.product(*per_axis))
-
-    def block_index_map(self) -> np.ndarray:
-        """Block number of every voxel (shape ``spatial_shape``), consistent with :meth:`block_slices`."""
-        ids = None
-        for bounds, stride in zip(self.boundaries, _c_strides(self.parts), strict=True):
-            axis_ids = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds)) * stride
-            ids = axis_ids if ids is None else ids[..., None] + axis_ids
-        return ids
-
-
-def _c_strides(parts: Sequence[int]) -> list[int]:
-    return [math.prod(parts[a + 1 :]) for a in range(len(parts))]
-
-
-def _as_labels(labels: Tensor | Sequence[int], n: int, num_classes: int, device: torch.device) -> Tensor:
-    """Labels as a long tensor on ``device``; range-checked unless they already live on an accelerator
-    (checking there would force a synchronising round trip to the CPU)."""
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    if labels.numel() != n:
-        raise ValueError(f"got {labels.numel()} labels for {n} images.")
-    if labels.device.type == "cpu" and n and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), got {labels.tolist()}.")
-    return labels.to(device, non_blocking=True)  # a host-to-device copy that does not wait for the GPU
-
-
-class SLeMPretext(ClassificationPretext):
+class SLeMPretext(ClassTablePretext):
     """Builds SLeM pretext samples (shuffled multi-modal images and their class labels) on any device."""
 
     name = "slem"
+    table_key = "assignments"
+    state_format_version = STATE_FORMAT_VERSION
 
     def __init__(
         self,
@@ -220,8 +166,7 @@ class SLeMPretext(ClassificationPretext):
             assignments = build_assignment_set(
                 self.num_modalities, config.num_blocks, config.num_assignments, config.seed
             )
-        self.assignments: Tensor = self._checked_assignments(assignments)
-        self._on_device: dict[torch.device, Tensor] = {}
+        self._set_table(self._checked_assignments(assignments))
 
     # ----------------------------------------------------------------------------------- validation
     def _check_grid(self) -> None:
@@ -253,17 +198,13 @@ class SLeMPretext(ClassificationPretext):
         return torch.as_tensor(a.astype(np.int64))
 
     @property
-    def num_classes(self) -> int:
-        return int(self.assignments.shape[0])
+    def assignments(self) -> Tensor:
+        """``(K, B, M)`` long: class ``k`` puts modality ``assignments[k, b, c]`` into channel ``c`` of block ``b``."""
+        return self.table
 
     @property
     def num_blocks(self) -> int:
         return int(self.assignments.shape[1])
-
-    def _assignments_on(self, device: torch.device) -> Tensor:
-        if device not in self._on_device:
-            self._on_device[device] = self.assignments.to(device)
-        return self._on_device[device]
 
     def check_patch(self, patch_size: Sequence[int]) -> None:
         """Raise :class:`PretextConfigError` naming the fix if no block layout fits the patch."""
@@ -315,30 +256,13 @@ class SLeMPretext(ClassificationPretext):
         parts = tuple(self.config.grid[o] for o in order)
         boundaries, used = [], 0
         for size, p in zip(spatial_shape, parts, strict=True):
-            boundaries.append(self._cuts(size, p, u[used : used + p - 1]))
+            boundaries.append(jittered_cuts(size, p, u[used : used + p - 1], self.config.jitter, self.config.min_block))
             used += p - 1
         return BlockLayout(axis_order=tuple(order), parts=parts, boundaries=tuple(boundaries))
 
-    def _cuts(self, size: int, parts: int, u: list[float]) -> tuple[int, ...]:
-        """Jittered cuts ``size*k/parts + u_k*jitter*size``, clipped so every block keeps ``min_block``."""
-        min_block = self.config.min_block
-        cuts = [0]
-        for k in range(1, parts):
-            c = round(size * k / parts + u[k - 1] * self.config.jitter * size)
-            lo, hi = cuts[-1] + min_block, size - (parts - k) * min_block
-            cuts.append(min(max(c, lo), hi))
-        cuts.append(size)
-        return tuple(cuts)
-
     # --------------------------------------------------------------------------------------- apply
     def _check_batch(self, images: Tensor, layouts: Sequence[BlockLayout]) -> None:
-        if images.ndim != 2 + self.spatial_dims or images.shape[1] != self.num_modalities:
-            raise ValueError(
-                f"expected images of shape (N, {self.num_modalities}, {self.spatial_dims} spatial axes), "
-                f"got {tuple(images.shape)}."
-            )
-        if not images.is_floating_point():
-            raise ValueError(f"images must be a floating point tensor, got {images.dtype}.")
+        check_image_batch(images, self.num_modalities, self.spatial_dims)
         if len(layouts) != images.shape[0]:
             raise ValueError(f"got {len(layouts)} layouts for {images.shape[0]} images.")
         for layout in layouts:
@@ -352,11 +276,7 @@ class SLeMPretext(ClassificationPretext):
         """``(N, B, M, 3)`` float32: gamma, contrast, brightness per block and output channel."""
         gen_device = generator.device if generator is not None else torch.device("cpu")
         u = torch.rand((n, self.num_blocks, self.num_modalities, 3), generator=generator, device=gen_device)
-        lg0, lg1 = math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1])
-        gamma = torch.exp(lg0 + u[..., 0] * (lg1 - lg0))
-        contrast = CONTRAST_RANGE[0] + u[..., 1] * (CONTRAST_RANGE[1] - CONTRAST_RANGE[0])
-        brightness = BRIGHTNESS_RANGE[0] + u[..., 2] * (BRIGHTNESS_RANGE[1] - BRIGHTNESS_RANGE[0])
-        return torch.stack([gamma, contrast, brightness], dim=-1).to(device, non_blocking=True)
+        return intensity_params(u).to(device, non_blocking=True)  # float32, on the generator's device
 
     def apply(
         self,
@@ -369,8 +289,8 @@ class SLeMPretext(ClassificationPretext):
         ``generator`` for the intensity augmentation (if enabled). Returns a new tensor like ``images``."""
         self._check_batch(images, layouts)
         n = images.shape[0]
-        labels = _as_labels(labels, n, self.num_classes, images.device)
-        perms = self._assignments_on(images.device).index_select(0, labels)  # (N, B, M)
+        labels = as_labels(labels, n, self.num_classes, images.device)
+        perms = self.table_on(images.device).index_select(0, labels)  # (N, B, M)
         use_aug = self.config.intensity_aug and self.config.normalization != "rank"
         aug = self._aug_params(n, generator, images.device) if use_aug else None
         guarded = use_aug or self.config.normalization != "none"
@@ -394,30 +314,14 @@ class SLeMPretext(ClassificationPretext):
         """Intensity augmentation then renormalisation of one ``(M, *block_shape)`` block, per channel.
 
         ``foreground`` (``block_shape`` bools, or ``None`` for the whole block): the voxels the guards act on;
-        the others come out exactly 0 (module docstring). Masked statistics are written so that an all-True
-        mask gives the whole-block result bit for bit (``torch.where`` with a full mask is the identity and the
-        count corrections ``n / count`` are exactly 1), and without any host synchronisation."""
+        the others come out exactly 0 (module docstring; :func:`~nnunet_slem.pretext.block_norm.normalize_rows`
+        says how the masked statistics stay bit for bit the whole-block ones for an all-True mask)."""
         compute = torch.promote_types(block.dtype, torch.float32)
         x = block.reshape(block.shape[0], -1).to(compute)
         mask = None if foreground is None else foreground.reshape(1, -1)
         if aug is not None:
-            x = _intensity_transform(x, aug.to(compute), mask)
-        if self.config.normalization == "rank":
-            x = _gaussian_rank(x, mask)
-        if self.config.normalization != "none":
-            if mask is None:
-                mean = x.mean(dim=1, keepdim=True)
-                std = x.std(dim=1, unbiased=False, keepdim=True)
-            else:
-                n = x.shape[1]
-                count = mask.sum(dtype=compute).clamp_min(1)
-                mean = torch.where(mask, x, 0).mean(dim=1, keepdim=True) * (n / count)
-                # background filled with the foreground mean adds nothing to the squared deviations
-                std = torch.where(mask, x, mean).std(dim=1, unbiased=False, keepdim=True) * (n / count).sqrt()
-                mask = mask & (count >= MIN_FOREGROUND * n)  # (almost) no foreground: the block stays 0
-            x = (x - mean) / std.clamp_min(_EPS)
-        if mask is not None:
-            x = torch.where(mask, x, 0)
+            x = intensity_transform(x, aug.to(compute), mask)
+        x = normalize_rows(x, self.config.normalization, mask)
         return x.reshape(block.shape).to(block.dtype)
 
     def sample(
@@ -431,22 +335,7 @@ class SLeMPretext(ClassificationPretext):
         layouts = self.sample_layouts(images.shape[2:], n, generator)
         return self.apply(images, labels, layouts, generator), labels, layouts
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Uniformly random labels in ``[0, K)`` and layouts; returns ``(pretext images, labels)``."""
-        out, labels, _ = self.sample(images, generator)
-        return out, labels
-
     # ---------------------------------------------------------------------------------- persistence
-    def state_dict(self) -> dict:
-        """JSON- and ``weights_only``-safe: config dict, assignments as nested int lists, M and dims."""
-        return {
-            "format_version": STATE_FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "assignments": self.assignments.tolist(),
-            "num_modalities": self.num_modalities,
-            "spatial_dims": self.spatial_dims,
-        }
-
     @classmethod
     def from_state_dict(cls, d: dict) -> SLeMPretext:
         """Rebuilds the exact task (the stored assignment set, not a rebuilt one) from :meth:`state_dict`.
@@ -455,93 +344,5 @@ class SLeMPretext(ClassificationPretext):
         with ``foreground_only=False``: probes and audits of an old checkpoint then test the task it learnt
         (options given on the command line, :meth:`SLeMPretextConfig.from_dict`, default to ``True``)."""
         config = {"foreground_only": False, **d["config"]}
-        return cls(
-            SLeMPretextConfig.from_dict(config),
-            num_modalities=int(d["num_modalities"]),
-            spatial_dims=int(d["spatial_dims"]),
-            assignments=np.asarray(d["assignments"], dtype=np.int64),
-        )
+        return cls(SLeMPretextConfig.from_dict(config), **cls._stored_kwargs(d))
 
-
-def _gaussian_rank(x: Tensor, foreground: Tensor | None = None) -> Tensor:
-    """Per row: mean rank of each value (ties share it), mapped to standard normal quantiles.
-
-    The result depends only on the order of the values, so every row with the same tie pattern gets the
-    same histogram, whatever the original intensity distribution.
-
-    ``foreground`` (bools broadcastable to ``x``): rank only those values, among themselves; the others
-    come out 0. They are sorted last as ``+inf`` and the quantiles are taken over the foreground count,
-    as ``(rank + 0.5) / n * (n / count)``, which is exactly the whole-row formula when everything is
-    foreground.
-
-    Computed for all rows at once from one sort, with fixed-size operations only: a tie group's mean rank is
-    the mean of its first and last position in sorted order, found with running max/min over the group
-    boundaries. Unlike ``torch.unique`` this never waits for the GPU (no data-dependent output size), so the
-    CPU can queue the next samples' work while the GPU computes.
-    """
-    n = x.shape[1]
-    if foreground is not None:
-        foreground = foreground.expand_as(x)
-        x = torch.where(foreground, x, torch.inf)
-    sorted_x, order = torch.sort(x, dim=1)
-    pos = torch.arange(n, device=x.device).expand_as(sorted_x)
-    starts = torch.ones_like(sorted_x, dtype=torch.bool)
-    starts[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
-    ends = torch.ones_like(starts)
-    ends[:, :-1] = starts[:, 1:]
-    first = torch.cummax(torch.where(starts, pos, 0), dim=1).values
-    last = torch.cummin(torch.where(ends, pos, n - 1).flip(1), dim=1).values.flip(1)
-    mean_rank = (first + last).to(x.dtype) / 2
-    quantile = (mean_rank + 0.5) / n
-    if foreground is not None:
-        count = foreground.sum(dim=1, keepdim=True, dtype=x.dtype).clamp_min(1)
-        quantile = quantile * (n / count)
-    z = torch.empty_like(x).scatter_(1, order, torch.special.ndtri(quantile.clamp(1e-6, 1 - 1e-6)))
-    return z if foreground is None else torch.where(foreground, z, 0)
-
-
-def _intensity_transform(x: Tensor, params: Tensor, foreground: Tensor | None = None) -> Tensor:
-    """Per-row gamma on min-max scaled values (back in the row's range), then contrast and brightness.
-
-    ``x`` is ``(M, V)``; ``params`` is ``(M, 3)`` = gamma, contrast, brightness (brightness in units of the
-    row's range, so the shift means the same for a modality stored in [0, 1] and one in [0, 4000]).
-    ``foreground`` (bools broadcastable to ``x``): take the range over those values only (the caller zeroes
-    the rest); all True gives the whole-row result.
-    """
-    if foreground is None:
-        lo, hi = x.amin(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)
-    else:
-        lo = torch.where(foreground, x, torch.inf).amin(dim=1, keepdim=True)
-        hi = torch.where(foreground, x, -torch.inf).amax(dim=1, keepdim=True)
-        lo, hi = torch.where(hi >= lo, lo, 0), torch.where(hi >= lo, hi, 0)  # no foreground: no inf - inf
-    span = hi - lo
-    gamma, contrast, brightness = (params[:, i : i + 1] for i in range(3))
-    scaled = ((x - lo) / span.clamp_min(_EPS)).clamp(0, 1)
-    x = scaled.pow(gamma) * span + lo
-    return x * contrast + brightness * span
-
-
-def seam_slices(layout: BlockLayout, band: int) -> list[tuple[slice, ...]]:
-    """Per-axis slices of the bands of ``band`` voxels centred on every cut of ``layout`` (voxels
-    ``cut - band // 2 .. cut - band // 2 + band - 1`` along the cut axis, clipped to the patch; the seam lies
-    between voxels ``cut - 1`` and ``cut``)."""
-    bands = []
-    for axis, bounds in enumerate(layout.boundaries):
-        for cut in bounds[1:-1]:
-            lo = max(0, cut - band // 2)
-            sl = [slice(None)] * len(layout.boundaries)
-            sl[axis] = slice(lo, min(bounds[-1], lo + band))
-            bands.append(tuple(sl))
-    return bands
-
-
-def zero_seams(images: Tensor, layouts: Sequence[BlockLayout], band: int) -> Tensor:
-    """Set a band of ``band`` voxels centred on every seam to 0, in place, in every channel; returns ``images``.
-
-    Used by ``seam_band`` and by the seam probe: without the band, continuity of a channel across a seam tells
-    which channel of one block holds the modality of a channel of its neighbour, whatever the content."""
-    if band > 0:
-        for i, layout in enumerate(layouts):
-            for sl in seam_slices(layout, band):
-                images[(i, slice(None), *sl)] = 0
-    return images

@@ -8,8 +8,8 @@ supervoxels" (MedIA 2022). A pretraining sample is a *(support, query)* pair:
 * **support**: the patch, with the mask of one supervoxel picked uniformly among those that cover at least
   ``min_fraction`` of the patch (tiny slivers at the patch border would make a degenerate prototype);
 * **query**: an augmented copy of the same patch (random flips of each spatial axis, a random per-channel gamma
-  on min-max scaled values plus contrast and brightness, exactly SLeM's intensity augmentation), with the mask
-  flipped identically.
+  on min-max scaled values plus contrast and brightness: SLeM's :mod:`~nnunet_slem.pretext.intensity_aug`),
+  with the mask flipped identically.
 
 The whole U-Net maps each image to a ``embedding_dim``-channel per-voxel embedding (pretext kind ``"dense"``).
 :meth:`SupervoxelPretext.loss` is Ouyang's prototype segmentation: masked average pooling of the support's
@@ -28,58 +28,38 @@ Deviations from Ouyang et al., on purpose or for simplicity:
 * support and query come from the same patch (as in Ouyang), only geometry and intensity differ;
 * 3D patches (2D works too) and the full U-Net's output as the embedding, not an encoder feature map.
 
-**Supervoxels** (:func:`compute_supervoxels`) are computed once per case, before pretraining, and cached
-(:class:`SupervoxelCache`); the pretraining loader appends the id map as an extra channel (``extra_channels =
-1``), so patches, mirroring and padding treat it like an image channel (padding gives id 0 = no supervoxel).
-Ouyang used Felzenszwalb's 2D superpixels per slice of one modality. We use 3D SLIC (scikit-image) on all
-modalities jointly (``channel_axis=0``): the colour distance of SLIC is the Euclidean distance over the
-channels, so a supervoxel boundary follows an edge visible in *any* modality (a lesion only seen in FLAIR, a
-ventricle only seen in T1), which is the multi-modal information this plugin is about.
+**Supervoxels** (multi-modal 3D SLIC, :mod:`~nnunet_slem.pretext.supervoxel_cache`) are computed once per
+case, before pretraining, and cached; the pretraining loader appends the id map as an extra channel
+(``extra_channels = 1``), so patches, mirroring and padding treat it like an image channel (padding gives id 0
+= no supervoxel).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from nnunet_slem.atomic import write_atomic, write_json_atomic
-from nnunet_slem.errors import UserFacingError
 from nnunet_slem.pretext.assignments import PretextConfigError
 from nnunet_slem.pretext.base import config_kwargs
-from nnunet_slem.pretext.slem import BRIGHTNESS_RANGE, CONTRAST_RANGE, GAMMA_RANGE, _intensity_transform
+from nnunet_slem.pretext.checks import check_state_version
+from nnunet_slem.pretext.intensity_aug import intensity_params, intensity_transform
+from nnunet_slem.pretext.supervoxel_cache import SUPERVOXEL_ALGORITHM_VERSION, SupervoxelCache, cache_folder_name
 
 __all__ = [
-    "SupervoxelCache",
     "SupervoxelConfig",
     "SupervoxelDraw",
     "SupervoxelPretext",
-    "body_mask",
-    "cache_folder_name",
-    "compute_supervoxels",
 ]
 
 STATE_FORMAT_VERSION = 1
-#: bumped whenever :func:`compute_supervoxels` changes its output for the same settings (invalidates caches)
-SUPERVOXEL_ALGORITHM_VERSION = 1
 MIN_PATCH_EDGE = 8
-#: the body mask is used only if it excludes and keeps at least this fraction of the voxels
-MASK_MIN_FRACTION = 0.05
-#: per-channel robust intensity range (percentiles) mapped to [0, 1] before SLIC
-ROBUST_PERCENTILES = (1.0, 99.0)
-#: Gaussian pre-smoothing of SLIC (voxels): keeps noise from shattering supervoxels into fragments that the
-#: connectivity step then merges into a few giant ones (seen on noisy synthetic volumes without it)
-SLIC_SIGMA = 0.5
 _EPS = 1e-6
 
 
@@ -148,192 +128,6 @@ class SupervoxelConfig:
         return cls(**config_kwargs(cls, d, "supervoxel pretext"))
 
 
-# --------------------------------------------------------------------------------------------- supervoxels
-
-
-def _as_numpy(image) -> np.ndarray:
-    """A float32 numpy copy of a numpy, memory-mapped or blosc2 array (``[:]`` reads all of any of them)."""
-    return np.asarray(image[:], dtype=np.float32)
-
-
-def body_mask(image: np.ndarray) -> np.ndarray | None:
-    """Voxels where any channel differs from that channel's most common value, or ``None`` (no mask).
-
-    nnU-Net zeroes or constant-fills the background of skull-stripped data (BraTS-like), and SLIC would spend
-    supervoxels on it; elsewhere (CT, MRI with real background signal) the most common value is an accident of
-    noise. So the mask is used only if it is substantial both ways: it excludes and keeps at least 5 % each.
-    """
-    image = np.asarray(image)
-    mask = np.zeros(image.shape[1:], dtype=bool)
-    for channel in image:
-        values, counts = np.unique(channel, return_counts=True)
-        mask |= channel != values[np.argmax(counts)]
-    kept = mask.mean() if mask.size else 0.0
-    if kept < MASK_MIN_FRACTION or kept > 1.0 - MASK_MIN_FRACTION:
-        return None
-    return mask
-
-
-def _robust_scale(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Each channel's 1st..99th percentile (inside ``mask``) mapped to [0, 1] and clipped.
-
-    SLIC itself rescales the whole image by its global min and max, which makes ``compactness`` depend on the
-    brightest outlier of the brightest modality (z-scored MRI has voxels at 10+ standard deviations) and lets
-    the modality with the widest range dominate. Scaling each channel to its robust range gives every modality
-    the same say and ``compactness`` a fixed meaning (see :class:`SupervoxelConfig`).
-    """
-    out = np.empty_like(image, dtype=np.float32)
-    for c, channel in enumerate(image):
-        values = channel[mask] if mask is not None else channel
-        lo, hi = np.percentile(values, ROBUST_PERCENTILES)
-        span = hi - lo if hi > lo else 1.0
-        out[c] = np.clip((channel - lo) / span, 0.0, 1.0)
-    return out
-
-
-def compute_supervoxels(image: np.ndarray, config: SupervoxelConfig) -> np.ndarray:
-    """Multi-modal SLIC supervoxels of one case: int32 ids of shape ``image.shape[1:]``, 1.. inside, 0 outside.
-
-    ``image`` is ``(C, X, Y, Z)`` (3D) or ``(C, X, Y)`` (2D), float. All channels are segmented jointly
-    (``channel_axis=0``) after per-channel robust scaling (:func:`_robust_scale`) and a light Gaussian
-    smoothing (``SLIC_SIGMA`` voxels, isotropic: the preprocessed spacing is not known here); voxels outside the
-    :func:`body_mask` (if it applies) get 0. Deterministic: SLIC's seeds are a grid, or for masked SLIC a
-    k-means on a fixed-seed subsample of the mask, so the same image always gives the same ids.
-    """
-    from skimage.segmentation import slic  # imported here: only the supervoxel pretext needs scikit-image
-
-    image = _as_numpy(image)
-    if image.ndim not in (3, 4):
-        raise ValueError(
-            f"expected a (C, X, Y) or (C, X, Y, Z) image, got shape {image.shape}; add a channel axis first."
-        )
-    if not np.isfinite(image).all():
-        raise ValueError("the image contains NaN or Inf values; SLIC cannot segment it.")
-    mask = body_mask(image)
-    scaled = _robust_scale(image, mask)
-    labels = slic(
-        scaled,
-        n_segments=config.n_segments,
-        compactness=config.compactness,
-        channel_axis=0,
-        convert2lab=False,  # else skimage treats exactly three modalities as RGB and converts them to Lab
-        start_label=1,
-        mask=mask,
-        enforce_connectivity=True,
-        sigma=SLIC_SIGMA,
-    )
-    return labels.astype(np.int32, copy=False)
-
-
-# --------------------------------------------------------------------------------------------------- cache
-
-
-def cache_folder_name(data_identifier: str) -> str:
-    """Folder name of a configuration's supervoxel cache (the caller puts it next to the preprocessed data)."""
-    return f"slem_supervoxels__{data_identifier}"
-
-
-class _Source(Protocol):
-    """What the cache needs of :class:`~nnunet_slem.pretrain.data.ImageSource`."""
-
-    def __len__(self) -> int: ...
-
-    def image(self, index: int): ...
-
-    def case_name(self, index: int) -> str: ...
-
-
-class SupervoxelCache:
-    """Supervoxel id maps of every case, computed once and stored as ``<folder>/<case_name>.npy`` (int32).
-
-    The folder's ``config.json`` records the settings the maps depend on; a folder made with other settings is
-    an error rather than silently reused. Every file is written atomically, so a killed run leaves no half
-    file, and several processes (data-parallel ranks) may fill the cache at once: they write identical files.
-    """
-
-    CONFIG_FILE: ClassVar[str] = "config.json"
-
-    def __init__(self, folder: str | os.PathLike, config: SupervoxelConfig) -> None:
-        self.folder = Path(folder)
-        self.config = config
-        self._check_config_file()
-
-    def _check_config_file(self) -> None:
-        path = self.folder / self.CONFIG_FILE
-        if not path.is_file():
-            return
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise PretextConfigError(
-                f"the supervoxel cache {self.folder} has an unreadable {self.CONFIG_FILE} ({e}); delete the "
-                "folder, the next run computes the supervoxels again."
-            ) from e
-        wanted = self.config.supervoxel_params()
-        if stored != wanted:
-            raise PretextConfigError(
-                f"the supervoxel cache {self.folder} was computed with {stored}, but this run asks for {wanted}. "
-                "Delete that folder to compute supervoxels with the new settings, or use the same settings."
-            )
-
-    def path(self, source: _Source, index: int) -> Path:
-        return self.folder / f"{source.case_name(index)}.npy"
-
-    def _valid(self, path: Path, spatial_shape: tuple[int, ...]) -> bool:
-        """A cached map is reused only if its header reads and matches the image (shape and int32)."""
-        try:
-            ids = np.load(path, mmap_mode="r")
-        except Exception:  # numpy raises many types for truncated or foreign files
-            return False
-        return ids.dtype == np.int32 and tuple(ids.shape) == tuple(spatial_shape)
-
-    def ensure(self, source: _Source) -> int:
-        """Compute the missing (or unreadable) maps of ``source``'s cases; returns how many were computed."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._check_config_file()  # another process may have created the folder meanwhile
-        if not (self.folder / self.CONFIG_FILE).is_file():
-            write_json_atomic(self.folder / self.CONFIG_FILE, self.config.supervoxel_params())
-        todo = []
-        for index in range(len(source)):
-            path = self.path(source, index)
-            if not path.is_file() or not self._valid(path, tuple(source.image(index).shape[1:])):
-                todo.append(index)
-        for index in tqdm(todo, desc="computing supervoxels", disable=not todo):
-            try:
-                ids = compute_supervoxels(source.image(index), self.config)
-            except ValueError as e:
-                raise UserFacingError(f"Cannot compute supervoxels of case {_case_file(source, index)}: {e}") from e
-            write_atomic(self.path(source, index), lambda f, ids=ids: np.save(f, ids))
-        return len(todo)
-
-    def load(self, source: _Source, index: int) -> np.ndarray:
-        """The memory-mapped int32 id map of one case, or a :class:`UserFacingError` naming the file and fix."""
-        path = self.path(source, index)
-        if not path.is_file():
-            raise UserFacingError(
-                f"No supervoxels for case {source.case_name(index)} in {self.folder} (expected {path.name}). "
-                "Compute them first (SupervoxelCache.ensure; the supervoxel pretraining does this at its start)."
-            )
-        try:
-            ids = np.load(path, mmap_mode="r")
-        except Exception as e:  # numpy raises many types for truncated or foreign files
-            raise UserFacingError(
-                f"Cannot read supervoxel file {path} ({type(e).__name__}: {e}); it is truncated or corrupt. "
-                "Delete it; the next supervoxel pretraining computes it again."
-            ) from e
-        if ids.dtype != np.int32 or ids.ndim not in (2, 3):
-            raise UserFacingError(
-                f"Supervoxel file {path} holds a {ids.dtype} array of shape {ids.shape}, not a 2D/3D int32 id "
-                "map. Delete it; the next supervoxel pretraining computes it again."
-            )
-        return ids
-
-
-def _case_file(source: _Source, index: int) -> str:
-    case_file = getattr(source, "case_file", None)
-    return case_file(index) if callable(case_file) else source.case_name(index)
-
-
 # ------------------------------------------------------------------------------------------------- pretext
 
 
@@ -365,6 +159,11 @@ class SupervoxelPretext:
     def chance(self) -> float | None:
         return None
 
+    def extra_input(self, preprocessed_base: Path, data_identifier: str) -> SupervoxelCache:
+        """The extra channel: each case's supervoxel ids, cached in
+        ``<preprocessed_base>/slem_supervoxels__<data_identifier>`` (:class:`SupervoxelCache`)."""
+        return SupervoxelCache(Path(preprocessed_base) / cache_folder_name(data_identifier), self.config)
+
     def check_patch(self, patch_size: Sequence[int]) -> None:
         """Raise :class:`PretextConfigError` if the patch is too small for supervoxels to mean anything."""
         patch_size = tuple(int(p) for p in patch_size)
@@ -383,14 +182,6 @@ class SupervoxelPretext:
             )
         if not images.is_floating_point():
             raise ValueError(f"images must be a floating point tensor, got {images.dtype}.")
-
-    def _aug_params(self, u: Tensor) -> Tensor:
-        """``(M, 3)`` gamma, contrast, brightness from ``(M, 3)`` uniforms (SLeM's ranges)."""
-        lg0, lg1 = math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1])
-        gamma = torch.exp(lg0 + u[:, 0] * (lg1 - lg0))
-        contrast = CONTRAST_RANGE[0] + u[:, 1] * (CONTRAST_RANGE[1] - CONTRAST_RANGE[0])
-        brightness = BRIGHTNESS_RANGE[0] + u[:, 2] * (BRIGHTNESS_RANGE[1] - BRIGHTNESS_RANGE[0])
-        return torch.stack([gamma, contrast, brightness], dim=-1)
 
     def sample(
         self, images: Tensor, generator: torch.Generator | None = None
@@ -424,9 +215,9 @@ class SupervoxelPretext:
                 query = torch.flip(query, dims=[a + 1 for a in flips])
                 query_mask = torch.flip(mask, dims=list(flips))
             if self.config.intensity_aug:
-                params = self._aug_params(u[i, 1 + dims :].reshape(m, 3))
+                params = intensity_params(u[i, 1 + dims :].reshape(m, 3))  # float64, SLeM's ranges
                 compute = torch.promote_types(query.dtype, torch.float32)
-                flat = _intensity_transform(query.reshape(m, -1).to(compute), params.to(query.device, compute))
+                flat = intensity_transform(query.reshape(m, -1).to(compute), params.to(query.device, compute))
                 query = flat.reshape(query.shape).to(images.dtype)
             inputs[2 * i], inputs[2 * i + 1] = support, query
             masks[2 * i], masks[2 * i + 1] = mask, query_mask
@@ -489,10 +280,5 @@ class SupervoxelPretext:
     @classmethod
     def from_state_dict(cls, d: dict) -> SupervoxelPretext:
         """Inverse of :meth:`state_dict`."""
-        version = d.get("format_version")
-        if version != STATE_FORMAT_VERSION:
-            raise PretextConfigError(
-                f"supervoxel pretext state has format version {version!r}; this version of nnunet-slem reads "
-                f"version {STATE_FORMAT_VERSION}. Use the nnunet-slem version that wrote the checkpoint."
-            )
+        check_state_version(d, STATE_FORMAT_VERSION, "supervoxel pretext")
         return cls(SupervoxelConfig.from_dict(d["config"]))

@@ -54,8 +54,16 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError
-from nnunet_slem.pretext.base import ClassificationPretext, config_kwargs
-from nnunet_slem.pretext.tiles import build_permutation_set, merge_tiles, split_tiles, tile_shape
+from nnunet_slem.pretext.base import config_kwargs
+from nnunet_slem.pretext.checks import as_labels, check_image_batch, check_state_version
+from nnunet_slem.pretext.class_table import ClassTablePretext
+from nnunet_slem.pretext.tiles import (
+    build_permutation_set,
+    capped_permutation_count,
+    merge_tiles,
+    split_tiles,
+    tile_shape,
+)
 
 __all__ = [
     "TalebPuzzleConfig",
@@ -138,10 +146,12 @@ def _zscore_tiles(tiles: Tensor) -> Tensor:
     return ((x - mean) / std.clamp_min(_EPS)).reshape(tiles.shape)
 
 
-class TalebPuzzlePretext(ClassificationPretext):
+class TalebPuzzlePretext(ClassTablePretext):
     """Builds multimodal puzzles (module docstring) and their permutation labels on any device."""
 
     name = "taleb"
+    table_key = "permutations"
+    state_format_version = STATE_FORMAT_VERSION
 
     def __init__(
         self,
@@ -165,10 +175,9 @@ class TalebPuzzlePretext(ClassificationPretext):
         if self.num_modalities < 1:
             raise PretextConfigError(f"the puzzle needs at least one modality/channel, got {self.num_modalities}.")
         if permutations is None:
-            size = min(config.num_permutations, math.factorial(self.num_tiles))
+            size = capped_permutation_count(self.num_tiles, config.num_permutations)
             permutations = build_permutation_set(self.num_tiles, size, config.seed)
-        self.permutations: Tensor = self._checked_permutations(permutations)
-        self._on_device: dict[torch.device, Tensor] = {}
+        self._set_table(self._checked_permutations(permutations))
 
     # ----------------------------------------------------------------------------------- validation
     def _checked_permutations(self, permutations: np.ndarray) -> Tensor:
@@ -189,13 +198,9 @@ class TalebPuzzlePretext(ClassificationPretext):
         return math.prod(self.grid)
 
     @property
-    def num_classes(self) -> int:
-        return int(self.permutations.shape[0])
-
-    def _permutations_on(self, device: torch.device) -> Tensor:
-        if device not in self._on_device:
-            self._on_device[device] = self.permutations.to(device)
-        return self._on_device[device]
+    def permutations(self) -> Tensor:
+        """``(K, T)`` long: class ``k`` moves input tile ``permutations[k, t]`` to output position ``t``."""
+        return self.table
 
     def check_patch(self, patch_size: Sequence[int]) -> None:
         """Raise :class:`PretextConfigError` naming the patch, the grid and the fix if the tiles do not fit."""
@@ -208,13 +213,7 @@ class TalebPuzzlePretext(ClassificationPretext):
         tile_shape(patch_size, self.grid, self.config.min_tile)
 
     def _check_images(self, images: Tensor) -> None:
-        if images.ndim != 2 + self.spatial_dims or images.shape[1] != self.num_modalities:
-            raise ValueError(
-                f"expected images of shape (N, {self.num_modalities}, {self.spatial_dims} spatial axes), "
-                f"got {tuple(images.shape)}."
-            )
-        if not images.is_floating_point():
-            raise ValueError(f"images must be a floating point tensor, got {images.dtype}.")
+        check_image_batch(images, self.num_modalities, self.spatial_dims)
         tile_shape(images.shape[2:], self.grid, 1)
 
     # ---------------------------------------------------------------------------------------- draws
@@ -237,27 +236,24 @@ class TalebPuzzlePretext(ClassificationPretext):
         """
         self._check_images(images)
         n, device = images.shape[0], images.device
-        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        labels = as_labels(labels, n, self.num_classes, device)
         modalities = torch.as_tensor(modalities, dtype=torch.long)
-        if labels.numel() != n or tuple(modalities.shape) != (n, self.num_tiles):
+        if tuple(modalities.shape) != (n, self.num_tiles):
             raise ValueError(
-                f"expected {n} labels and modalities of shape ({n}, {self.num_tiles}), got {labels.numel()} "
-                f"labels and modalities of shape {tuple(modalities.shape)}."
+                f"expected modalities of shape ({n}, {self.num_tiles}), got {tuple(modalities.shape)}."
             )
-        if labels.device.type == "cpu" and n and not (0 <= int(labels.min()) and int(labels.max()) < self.num_classes):
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got {labels.tolist()}.")
         if (
             modalities.device.type == "cpu"
             and n
             and not (0 <= int(modalities.min()) and int(modalities.max()) < self.num_modalities)
         ):
             raise ValueError(f"modalities must be in [0, {self.num_modalities}).")
-        labels, modalities = labels.to(device), modalities.to(device)
+        modalities = modalities.to(device)
         rows = torch.arange(n, device=device)[:, None]
         tiles = split_tiles(images, self.grid)  # (N, T, M, *tile)
         picked = tiles[rows, torch.arange(self.num_tiles, device=device)[None, :], modalities]  # (N, T, *tile)
         picked = _zscore_tiles(picked).to(images.dtype)
-        shuffled = picked[rows, self._permutations_on(device).index_select(0, labels)]  # (N, T, *tile)
+        shuffled = picked[rows, self.table_on(device).index_select(0, labels)]  # (N, T, *tile)
         out = torch.zeros_like(images)
         tile_dims = shuffled.shape[2:]
         return merge_tiles(
@@ -274,34 +270,9 @@ class TalebPuzzlePretext(ClassificationPretext):
         modalities = modalities.to(images.device, non_blocking=True)
         return self.apply(images, labels, modalities), labels, modalities
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Uniformly random labels in ``[0, K)`` and tile modalities; returns ``(puzzles, labels)``."""
-        out, labels, _ = self.sample(images, generator)
-        return out, labels
-
     # ---------------------------------------------------------------------------------- persistence
-    def state_dict(self) -> dict:
-        """JSON- and ``weights_only``-safe: config dict, permutation set as nested int lists, M and dims."""
-        return {
-            "format_version": STATE_FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "permutations": self.permutations.tolist(),
-            "num_modalities": self.num_modalities,
-            "spatial_dims": self.spatial_dims,
-        }
-
     @classmethod
     def from_state_dict(cls, d: dict) -> TalebPuzzlePretext:
         """Rebuilds the exact task (the stored permutation set, not a rebuilt one) from :meth:`state_dict`."""
-        version = d.get("format_version")
-        if version != STATE_FORMAT_VERSION:
-            raise PretextConfigError(
-                f"the stored Taleb puzzle has format_version {version!r}, this version reads "
-                f"{STATE_FORMAT_VERSION}; pretrain again with this version or use the version that wrote it."
-            )
-        return cls(
-            TalebPuzzleConfig.from_dict(d["config"]),
-            num_modalities=int(d["num_modalities"]),
-            spatial_dims=int(d["spatial_dims"]),
-            permutations=np.asarray(d["permutations"], dtype=np.int64),
-        )
+        check_state_version(d, STATE_FORMAT_VERSION, "Taleb puzzle")
+        return cls(TalebPuzzleConfig.from_dict(d["config"]), **cls._stored_kwargs(d))

@@ -20,8 +20,9 @@ The set is deterministic given ``(num_tiles, size, seed)``:
 3. repeatedly add the candidate that maximises the minimum Hamming distance (number of tiles in a different
    place) to the permutations already chosen, ties broken by a ``numpy`` RNG seeded with ``seed``.
 
-Candidates are stored column by column so each greedy step is ``T`` contiguous comparisons over the pool:
-the 3x3 set of 100 permutations out of 9! = 362,880 takes well under a second.
+The pool and the greedy selection are :mod:`~nnunet_slem.pretext.max_min_hamming`, shared with SLeM's
+assignment sets; candidates are stored column by column so each greedy step is ``T`` contiguous comparisons
+over the pool: the 3x3 set of 100 permutations out of 9! = 362,880 takes well under a second.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError
+from nnunet_slem.pretext.max_min_hamming import MAX_EXHAUSTIVE, distinct_pool, greedy_max_min_hamming
 
 __all__ = [
     "MAX_EXHAUSTIVE",
     "RANDOM_POOL_SIZE",
     "build_permutation_set",
+    "capped_permutation_count",
     "invert_permutations",
     "merge_tiles",
     "permutation_hamming",
@@ -49,7 +52,7 @@ __all__ = [
     "tile_slices",
 ]
 
-MAX_EXHAUSTIVE = 500_000
+#: the random candidate pool when ``T! > MAX_EXHAUSTIVE`` (SLeM's assignments use a larger one)
 RANDOM_POOL_SIZE = 100_000
 
 
@@ -63,41 +66,19 @@ def _all_permutations(num_tiles: int) -> np.ndarray:
 
 
 def _random_permutations(num_tiles: int, pool_size: int, rng: np.random.Generator) -> np.ndarray:
-    """``(T, pool_size)``: distinct random permutations, one per column, identity first, in draw order.
-
-    Kept in first-draw order (not sorted) so that truncating to ``pool_size`` is not biased to small rows.
-    """
+    """``(T, pool_size)``: distinct random permutations, one per column, identity first, in draw order."""
     dtype = np.int8 if num_tiles <= 127 else np.int64
-    pool = np.arange(num_tiles, dtype=dtype)[None, :]
-    while len(pool) < pool_size:
-        extra = pool_size - len(pool) + 1024
-        draw = rng.permuted(np.broadcast_to(np.arange(num_tiles, dtype=dtype), (extra, num_tiles)), axis=1)
-        pool = np.concatenate([pool, draw])
-        keys = np.ascontiguousarray(pool).view(np.dtype((np.void, pool.dtype.itemsize * num_tiles))).ravel()
-        _, first = np.unique(keys, return_index=True)
-        pool = pool[np.sort(first)]
-    return np.ascontiguousarray(pool[:pool_size].T)
+    identity = np.arange(num_tiles, dtype=dtype)
+
+    def draw(n: int) -> np.ndarray:
+        return rng.permuted(np.broadcast_to(identity, (n, num_tiles)), axis=1)
+
+    return np.ascontiguousarray(distinct_pool(identity[None, :], draw, pool_size).T)
 
 
-def _greedy_max_min(columns: np.ndarray, size: int, rng: np.random.Generator) -> list[int]:
-    """Indices of the greedy max-min-Hamming set among the candidate columns; candidate 0 comes first.
-
-    ``min_dist[i]`` is candidate ``i``'s distance to its nearest chosen permutation. Chosen ones sit at 0 and
-    are never picked again: a distinct permutation differs in at least two places.
-    """
-    num_tiles, count = columns.shape
-    min_dist = np.full(count, num_tiles + 1, dtype=np.int16)
-    chosen: list[int] = []
-    nxt = 0
-    for _ in range(size):
-        chosen.append(nxt)
-        same = np.zeros(count, dtype=np.int16)
-        for t in range(num_tiles):
-            same += columns[t] == columns[t, nxt]
-        np.minimum(min_dist, num_tiles - same, out=min_dist)
-        best = np.flatnonzero(min_dist == min_dist.max())
-        nxt = int(best[rng.integers(len(best))]) if len(best) > 1 else int(best[0])
-    return chosen
+def capped_permutation_count(num_tiles: int, wanted: int) -> int:
+    """``min(wanted, T!)``: a small grid (e.g. 2x2, 4! = 24) cannot give more distinct permutations."""
+    return min(int(wanted), math.factorial(int(num_tiles)))
 
 
 def build_permutation_set(num_tiles: int, size: int, seed: int = 0) -> np.ndarray:
@@ -130,7 +111,7 @@ def build_permutation_set(num_tiles: int, size: int, seed: int = 0) -> np.ndarra
     else:
         pool_rng = np.random.default_rng(pool_seq)
         columns = _random_permutations(num_tiles, max(RANDOM_POOL_SIZE, size), pool_rng)
-    chosen = _greedy_max_min(columns, size, np.random.default_rng(tie_seq))
+    chosen = greedy_max_min_hamming(columns, size, np.random.default_rng(tie_seq))
     return columns[:, chosen].T.astype(np.int64)
 
 

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from nnunet_slem.atomic import write_atomic
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.pretext.base import ExtraInput
 
 TRAIN_STREAM, EVAL_STREAM, AUDIT_STREAM = 0, 1, 2  # independent sample streams of one seed
 
@@ -57,12 +58,15 @@ class ImageSource:
     """Uniform access to the image arrays (C, *spatial) of preprocessed and cached unlabeled cases.
 
     ``repair_hint`` is the command that rewrites the preprocessed data (shown when a case is unreadable).
+    ``extra``: the pretext's extra input (:meth:`~nnunet_slem.pretext.base.Pretext.extra_input`), whose array of
+    a case is appended to each of its patches as one more channel; its ``ensure`` must have run before the
+    first patch is drawn.
     """
 
     def __init__(self, preprocessed_folder: str | os.PathLike | None, unlabeled_folder: str | os.PathLike | None,
-                 repair_hint: str | None = None):
+                 repair_hint: str | None = None, extra: ExtraInput | None = None):
         self.items: list[tuple[str, str]] = []  # (kind, identifier or path)
-        self.extra = None  # optional: case index -> (*spatial) array appended to every patch as a channel
+        self.extra = extra
         self._dataset = None
         self._folder = Path(preprocessed_folder) if preprocessed_folder is not None else None
         self.repair_hint = repair_hint or "nnUNetv2_preprocess -d DATASET -c CONFIGURATION -plans_name PLANS"
@@ -131,8 +135,8 @@ class ImageSource:
     def patch(self, index: int, patch_size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
         """A random patch of one case (see :func:`random_patch`), read errors and NaN/Inf named.
 
-        With ``extra`` set (a function of the case index returning a ``(*spatial)`` array, e.g. its supervoxel
-        map), the same window of that array is appended as one more channel."""
+        With ``extra`` set, the same window of the case's extra array (e.g. its supervoxel map) is appended as
+        one more channel."""
         image = self.image(index)
         try:
             window = patch_window(image.shape[1:], patch_size, rng)
@@ -146,7 +150,7 @@ class ImageSource:
                 f"preprocess again with `{self.repair_hint}`, or remove the case."
             )
         if self.extra is not None:
-            patch = np.concatenate([patch, crop(self.extra(index)[None], window, patch_size)])
+            patch = np.concatenate([patch, crop(self.extra.load(self, index)[None], window, patch_size)])
         return patch
 
 

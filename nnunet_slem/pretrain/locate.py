@@ -20,7 +20,11 @@ class PreprocessedDataset:
 
 
 def dataset_name_from_id(dataset: str | int, preprocessed_root: Path) -> str:
-    """``501``, ``"501"`` or ``"Dataset501_X"`` -> ``"Dataset501_X"`` (looked up in nnUNet_preprocessed)."""
+    """``501``, ``"501"`` or ``"Dataset501_X"`` -> ``"Dataset501_X"``, looked up in ``preprocessed_root``.
+
+    Not nnU-Net's ``maybe_convert_to_dataset_name``: that one reads only the environment (and also searches
+    nnUNet_raw and nnUNet_results), while pretraining may be pointed at another preprocessed folder
+    (``SLeMPretrainer(preprocessed_root=...)``), where only the data it will actually read counts."""
     text = str(dataset)
     if text.startswith("Dataset"):
         return text

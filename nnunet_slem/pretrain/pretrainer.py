@@ -16,21 +16,20 @@ the same global batches as a single process: ``--batch-size`` is the global batc
 takes its samples ``r * B/N .. (r + 1) * B/N - 1``, and DDP averages the gradients of these equal-size local
 batches, which equals the gradient of the mean loss over the global batch.
 
-Only rank 0 writes (checkpoints, log, ``progress.png``, config), runs the shortcut audit and the held-out
-evaluation; the other ranks wait at a barrier. A kill at any moment leaves either the previous or the new
-checkpoint (atomic writes); log lines of epochs the checkpoint does not contain are dropped on resume, and
-stale temporary files are removed.
+Only rank 0 writes (checkpoints, log, ``progress.png``, config), runs the shortcut checks
+(:mod:`nnunet_slem.pretrain.shortcut_checks`) and the held-out evaluation; the other ranks wait at a barrier.
+A kill at any moment leaves either the previous or the new checkpoint, and a resume makes the folder agree
+with it (:mod:`nnunet_slem.pretrain.run_folder`). The settings, the optimizer and the learning-rate schedule
+live in :mod:`nnunet_slem.pretrain.settings`.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import math
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -39,28 +38,15 @@ from torch import nn
 from tqdm import tqdm
 
 import nnunet_slem
-from nnunet_slem.atomic import write_json_atomic, write_text_atomic
+from nnunet_slem.atomic import write_json_atomic
+from nnunet_slem.checkpoint_format import FORMAT_VERSION, data_metadata, pretrain_output_folder
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.slem_network import SLeMNetwork, feature_map_sizes
-from nnunet_slem.pretext.audit import AuditResult, run_audit
+from nnunet_slem.pretext.audit import AuditResult
 from nnunet_slem.pretext.base import Pretext
-from nnunet_slem.pretext.registry import PRETEXT_NAMES, build_pretext
+from nnunet_slem.pretext.registry import build_pretext
 from nnunet_slem.pretext.slem import SLeMPretext
-from nnunet_slem.pretrain.checkpoint import (
-    FORMAT_VERSION,
-    data_metadata,
-    load_checkpoint,
-    pretrain_output_folder,
-    save_atomic,
-)
-from nnunet_slem.pretrain.data import (
-    AUDIT_STREAM,
-    EVAL_STREAM,
-    ImageSource,
-    PatchStream,
-    batch_loader,
-    preprocess_unlabeled,
-)
+from nnunet_slem.pretrain.data import EVAL_STREAM, ImageSource, PatchStream, batch_loader, preprocess_unlabeled
 from nnunet_slem.pretrain.distributed import (
     DistContext,
     local_batch_size,
@@ -71,72 +57,16 @@ from nnunet_slem.pretrain.distributed import (
 from nnunet_slem.pretrain.feeder import DeviceFeeder
 from nnunet_slem.pretrain.locate import PreprocessedDataset, dataset_id_of, locate_preprocessed
 from nnunet_slem.pretrain.model import HEAD_SEED_OFFSET, PretextClassifier, PretextSegmenter, trained_prefixes
-from nnunet_slem.pretrain.probes import ProbeResult, run_probes
+from nnunet_slem.pretrain.probes import ProbeResult
 from nnunet_slem.pretrain.progress import plot_progress
-
-LOG_NAME = "pretrain_log.txt"
-_EPOCH_LINE = re.compile(r"^\S+ \S+ epoch (\d+)/\d+ ")
-
-
-@dataclass
-class PretrainSettings:
-    """Everything a pretraining run depends on besides the data (stored in the checkpoint)."""
-
-    epochs: int = 100
-    iters_per_epoch: int = 250
-    batch_size: int | None = None  # the global batch (over all processes); None: the plans' batch size
-    optimizer: str = "adamw"  # or "sgd" (nnU-Net's: momentum 0.99, nesterov)
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # or "poly"
-    warmup_iters: int = 0
-    seed: int = 0
-    num_workers: int | None = None  # per process; None: min(8, (cpus - 1) // processes) on CUDA, 0 on CPU
-    compile: bool = False
-    eval_batches: int = 4
-    audit_samples: int = 600  # histogram-classifier training samples before pretraining; 0 skips the audit
-    probe_samples: int = 128  # held-out samples per probe of the final network (SLeM pretext); 0 skips the probes
-    pretext: dict = field(default_factory=dict)  # the pretext's options (its config fields)
-    pretext_name: str = "slem"  # or a baseline: "taleb", "supervoxel", "mae"
-    cfb: bool = True  # False: pretrain the plain nnU-Net network (no CFB)
-    # dtype of the patches the loader hands over; "auto": float16 on CUDA (half the bytes through shared and
-    # pinned memory and to the GPU; the network computes in float16 under AMP anyway), float32 otherwise and
-    # whenever the pretext carries integer maps (supervoxel ids) along
-    transfer_dtype: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adamw"):
-            raise UserFacingError(f"Unknown --optimizer {self.optimizer!r}; use 'sgd' or 'adamw'.")
-        if self.schedule not in ("cosine", "poly"):
-            raise UserFacingError(f"Unknown --schedule {self.schedule!r}; use 'cosine' or 'poly'.")
-        for name in ("epochs", "iters_per_epoch"):
-            if getattr(self, name) < 1:
-                raise UserFacingError(f"--{name.replace('_', '-')} must be at least 1.")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserFacingError("--batch-size must be at least 1.")
-        if self.seed < 0:
-            raise UserFacingError("--seed must be 0 or larger.")
-        if self.probe_samples < 0:
-            raise UserFacingError("--probe-samples must be 0 (no probes) or larger.")
-        if self.transfer_dtype not in ("auto", "float16", "float32"):
-            raise UserFacingError(f"Unknown transfer dtype {self.transfer_dtype!r}; use auto, float16 or float32.")
-        if self.pretext_name not in PRETEXT_NAMES:
-            raise UserFacingError(f"Unknown --pretext {self.pretext_name!r}; choose one of {', '.join(PRETEXT_NAMES)}.")
-
-
-def lr_at(step: int, total: int, settings: PretrainSettings) -> float:
-    """Learning rate at an optimizer step: optional linear warm-up, then cosine or nnU-Net's poly decay."""
-    if step < settings.warmup_iters:
-        return settings.lr * (step + 1) / settings.warmup_iters
-    progress = min(1.0, (step - settings.warmup_iters) / max(1, total - settings.warmup_iters))
-    if settings.schedule == "cosine":
-        return settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return settings.lr * (1 - progress) ** 0.9
+from nnunet_slem.pretrain.run_folder import RunFolder, restore_checkpoint, save_checkpoint
+from nnunet_slem.pretrain.settings import PretrainSettings, build_optimizer, lr_at
+from nnunet_slem.pretrain.shortcut_checks import audit_on_source, probe_on_source
 
 
 class SLeMPretrainer:
     """Owns one pretraining run in ``$nnUNet_results/<Dataset>/SLeMPretrain__<plans>__<configuration>`` (another
-    prefix for a baseline pretext, ``_noCFB`` without CFB; see ``checkpoint.pretrain_folder_name``).
+    prefix for a baseline pretext, ``_noCFB`` without CFB; see ``checkpoint_format.pretrain_folder_name``).
 
     ``distributed``: this process's place in a data-parallel run (the process group must be initialised by
     the caller, see :mod:`nnunet_slem.pretrain.distributed`); default: a single process.
@@ -155,6 +85,7 @@ class SLeMPretrainer:
             raise UserFacingError("nnUNet_results is not set. export nnUNet_results=/path/to/nnUNet_results")
         self.output_folder = pretrain_output_folder(results_root, self.data.dataset_name, plans, configuration,
                                                     self.settings.pretext_name, self.settings.cfb)
+        self.run_folder = RunFolder(self.output_folder)
         self.plans_manager = PlansManager(self.data.plans)
         self.configuration_manager = self.plans_manager.get_configuration(configuration)
         self.configuration = configuration
@@ -234,8 +165,7 @@ class SLeMPretrainer:
         ``stop_after``: leave (resumably, with ``checkpoint_latest.pth``) once this many epochs are done, e.g.
         to fit a run into a time-boxed cluster job; returns the latest checkpoint's path then.
         """
-        final = self.output_folder / "checkpoint_final.pth"
-        latest = self.output_folder / "checkpoint_latest.pth"
+        final, latest = self.run_folder.final, self.run_folder.latest
         existing = self.existing_checkpoint(resume)
         model = self.build_model().to(self.device)
         optimizer = self._optimizer(trained_parameters(model))
@@ -250,7 +180,7 @@ class SLeMPretrainer:
         meta["num_images"] = len(source)
         meta["trained_prefixes"] = trained_prefixes(model)
         if self.dist.is_main:
-            self._prepare_output_folder(meta)
+            self.run_folder.prepare(self.start_epoch, self._config_file(meta))
             if self.settings.audit_samples > 0 and self.audit_result is None and isinstance(self.pretext,
                                                                                              SLeMPretext):
                 self.audit_result = self._run_audit(source)
@@ -268,13 +198,13 @@ class SLeMPretrainer:
                 if self.dist.is_main:
                     stats["eval_acc"] = self.evaluate(step_model, eval_set)
                     self._log_epoch(epoch, stats)  # before the checkpoint: a resume drops lines it does not cover
-                    self._save(latest, model, optimizer, scaler, epoch + 1, meta)
+                    save_checkpoint(latest, model, optimizer, scaler, epoch + 1, self.log, meta)
                 self.dist.barrier()
                 if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < self.settings.epochs:
                     self._print(f"Stopping after epoch {epoch + 1} as asked; continue with --resume")
                     return latest
         if self.dist.is_main:
-            self._save(final, model, optimizer, scaler, self.settings.epochs, meta)
+            save_checkpoint(final, model, optimizer, scaler, self.settings.epochs, self.log, meta)
             if latest.is_file():
                 latest.unlink()
             print(f"Pretrained weights: {final}")
@@ -284,32 +214,21 @@ class SLeMPretrainer:
         return final
 
     def existing_checkpoint(self, resume: bool) -> Path | None:
-        """The checkpoint to resume from (latest, else final), or ``None``; refuses to overwrite without
-        ``resume``. Cheap: the ``-num_gpus`` launcher calls it before starting any process."""
-        final = self.output_folder / "checkpoint_final.pth"
-        latest = self.output_folder / "checkpoint_latest.pth"
-        existing = latest if latest.is_file() else final if final.is_file() else None
-        if existing is not None and not resume:
-            raise UserFacingError(
-                f"{existing} exists already. Add --resume to continue that run, or move the folder "
-                f"{self.output_folder} away to start over."
-            )
-        return existing
+        """See :meth:`RunFolder.existing_checkpoint` (the ``-num_gpus`` launcher calls it before any process)."""
+        return self.run_folder.existing_checkpoint(resume)
 
     def _print(self, message: str) -> None:
         if self.dist.is_main:
             print(message)
 
     def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        if self.settings.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
-        return torch.optim.SGD(params, lr=self.settings.lr, momentum=0.99, nesterov=True,
-                               weight_decay=self.settings.weight_decay)
+        return build_optimizer(params, self.settings)
 
     def _image_source(self) -> ImageSource:
-        """All images, every case opened once (a truncated file fails here, before any output is written).
+        """All images, every case opened once (a truncated file fails here, before any output is written), with
+        the pretext's extra input (:meth:`~nnunet_slem.pretext.base.Pretext.extra_input`) if it has one.
 
-        Unlabeled images are preprocessed by rank 0 alone; the other ranks then read its cache."""
+        Unlabeled images and extra inputs are prepared by rank 0 alone; the other ranks then read its caches."""
         unlabeled = None
         if self.unlabeled_dir is not None:
             cache = Path(self.data.preprocessed_base) / f"slem_unlabeled__{self.configuration_manager.data_identifier}"
@@ -320,25 +239,15 @@ class SLeMPretrainer:
             unlabeled = cache
         repair = (f"nnUNetv2_preprocess -d {dataset_id_of(self.data.dataset_name)} -c {self.configuration} "
                   f"-plans_name {self.plans_manager.plans_name}")
-        source = ImageSource(self.data.data_folder, unlabeled, repair_hint=repair)
+        extra = self.pretext.extra_input(Path(self.data.preprocessed_base),
+                                         self.configuration_manager.data_identifier)
+        source = ImageSource(self.data.data_folder, unlabeled, repair_hint=repair, extra=extra)
         source.check(self.num_channels)
-        if self.pretext.extra_channels:
-            self._attach_supervoxels(source)
+        if extra is not None:
+            if self.dist.is_main:
+                extra.ensure(source)
+            self.dist.barrier()
         return source
-
-    def _attach_supervoxels(self, source: ImageSource) -> None:
-        """Supervoxels of every case, computed once (rank 0) and cached beside the preprocessed data; patches
-        then carry the supervoxel map as one more channel."""
-        import functools
-
-        from nnunet_slem.pretext.supervoxel import SupervoxelCache, cache_folder_name
-
-        folder = Path(self.data.preprocessed_base) / cache_folder_name(self.configuration_manager.data_identifier)
-        cache = SupervoxelCache(folder, self.pretext.config)
-        if self.dist.is_main:
-            cache.ensure(source)
-        self.dist.barrier()
-        source.extra = functools.partial(cache.load, source)
 
     def _stream(self, source: ImageSource, first_epoch: int) -> PatchStream:
         """This process's share (samples ``rank * b .. (rank + 1) * b - 1``) of every global batch of the epochs
@@ -473,35 +382,19 @@ class SLeMPretrainer:
         return result
 
     def probe(self, model: nn.Module, n: int, source: ImageSource | None = None) -> ProbeResult:
-        """:func:`~nnunet_slem.pretrain.probes.run_probes` on ``n`` held-out patches (the evaluation set's sample
-        stream, never trained on) of the SLeM pretext; ``model`` is the pretext classifier."""
+        """The probes (:func:`~nnunet_slem.pretrain.shortcut_checks.probe_on_source`) of the SLeM pretext's
+        classifier ``model`` on ``n`` held-out patches."""
         if not isinstance(self.pretext, SLeMPretext):
             raise UserFacingError(f"The probes are for the SLeM pretext only, not {self.pretext.name!r}; "
                                   "use a SLeM pretraining checkpoint.")
-        stream = iter(PatchStream(source or self._image_source(), self.patch_size, 1, self.settings.seed,
-                                  stream=EVAL_STREAM))
-
-        def sample_images(k: int) -> torch.Tensor:
-            return torch.cat([next(stream) for _ in range(k)]).to(self.device)
-
-        def classify(x: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-                return model(x).float()
-
-        model.eval()
-        return run_probes(classify, self.pretext, sample_images, n, seed=self.settings.seed,
-                          batch_size=max(self.local_batch_size, self.pretext.num_blocks))
+        return probe_on_source(model, self.pretext, source or self._image_source(), self.patch_size,
+                               self.settings.seed, self.device, n, self.local_batch_size)
 
     def audit(self, n_train: int = 1000, n_test: int = 300, source: ImageSource | None = None) -> AuditResult:
-        """Can a histogram classifier solve the pretext from per-block intensity statistics? (It should not.)"""
-        stream = iter(PatchStream(source or self._image_source(), self.patch_size, 1, self.settings.seed,
-                                  stream=AUDIT_STREAM))
-
-        def sample_images(n: int) -> torch.Tensor:
-            return torch.cat([next(stream) for _ in range(n)])
-
-        return run_audit(self.pretext, sample_images, n_train=n_train, n_test=n_test, seed=self.settings.seed,
-                         batch_size=8)
+        """Can a classifier solve the pretext from per-block statistics (histograms, seams, texture)? (It should
+        not; :func:`~nnunet_slem.pretrain.shortcut_checks.audit_on_source`.)"""
+        return audit_on_source(self.pretext, source or self._image_source(), self.patch_size, self.settings.seed,
+                               n_train, n_test)
 
     # ---------------------------------------------------------------------------------- logging, saving
     def _log_epoch(self, epoch: int, stats: dict) -> None:
@@ -522,77 +415,17 @@ class SLeMPretrainer:
                       metric=self.pretext.metric_name, title=f"{self.output_folder.name.split('__')[0]}")
 
     def _append_log_line(self, line: str) -> None:
-        with open(self.output_folder / LOG_NAME, "a", encoding="utf-8") as f:
-            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+        self.run_folder.append_log_line(line)
 
-    def _prepare_output_folder(self, meta: dict) -> None:
-        """Rank 0, before training: the folder, no stale temporaries, a log matching the checkpoint, config."""
-        self.output_folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.output_folder.glob(".*.tmp"):  # left by a kill during an atomic write
-            stale.unlink(missing_ok=True)
-        self._trim_log()
-        self._write_settings(meta)
+    def _config_file(self, meta: dict) -> dict:
+        """``pretrain_config.json``: the metadata, with the pretext's config instead of its full state."""
+        return {k: v for k, v in meta.items() if k != "pretext"} | {
+            "pretext_config": self.pretext.state_dict()["config"], "num_classes": self.pretext.num_classes}
 
-    def _trim_log(self) -> None:
-        """Make the text log agree with the checkpoint being resumed (``self.start_epoch`` epochs).
-
-        An epoch's line is written just before its checkpoint, so a kill in between leaves a line for an epoch
-        the checkpoint lacks: drop lines of epochs after ``start_epoch``. Without a checkpoint everything in
-        the log belongs to an attempt that saved nothing (the audit reruns too): start it afresh. The file is
-        rewritten only when something is dropped."""
-        path = self.output_folder / LOG_NAME
-        if not path.is_file():
-            return
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [] if self.start_epoch == 0 else [
-            line for line in lines if not ((m := _EPOCH_LINE.match(line)) and int(m[1]) > self.start_epoch)]
-        if len(kept) != len(lines):
-            write_text_atomic(path, "".join(kept))
-
-    def _write_settings(self, meta: dict) -> None:
-        write_json_atomic(self.output_folder / "pretrain_config.json", {
-            k: v for k, v in meta.items() if k != "pretext"} | {
-            "pretext_config": self.pretext.state_dict()["config"], "num_classes": self.pretext.num_classes},
-            default=str)
-
-    def _save(self, path: Path, model: PretextClassifier, optimizer, scaler, epoch: int, meta: dict) -> None:
-        save_atomic({
-            "network_weights": model.network.state_dict(),
-            "head_weights": model.head.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "grad_scaler_state": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch,
-            "logging": self.log,
-            "metadata": meta,
-        }, path)
-
-    def _restore(self, path: Path, model: PretextClassifier, optimizer, scaler) -> None:
-        """Weights, optimizer moments, grad scaler, log and epoch. No RNG state is needed: every sample is
-        seeded by its own (seed, epoch, step, index) key."""
-        try:
-            ckpt = load_checkpoint(path, map_location=self.device)
-        except UserFacingError as e:
-            cause = e.__cause__ or e
-            raise UserFacingError(
-                f"Cannot resume from {path} ({type(cause).__name__}: {cause}). Checkpoints are written atomically, "
-                "so the file was damaged or replaced afterwards. Move it away and run the same command again "
-                "(--resume continues from the other checkpoint if one is left, else the run starts over)."
-            ) from e
-        saved = ckpt["metadata"]["pretext"]
-        if saved != self.pretext.state_dict() or ckpt["metadata"].get("pretext_name", "slem") != self.pretext.name:
-            raise UserFacingError(
-                f"{path} was written with a different pretext or pretext configuration (e.g. grid, set or seed) than "
-                "this command asks for. Resume with the original pretext options, or start a new run in "
-                "another results folder."
-            )
-        model.network.load_state_dict(ckpt["network_weights"])
-        model.head.load_state_dict(ckpt["head_weights"])
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        if scaler is not None and ckpt.get("grad_scaler_state"):
-            scaler.load_state_dict(ckpt["grad_scaler_state"])
-        self.log = {k: list(v) for k, v in ckpt["logging"].items()}
-        self.start_epoch = int(ckpt["epoch"])
-        self.audit_result = ckpt["metadata"].get("audit")
+    def _restore(self, path: Path, model: PretextClassifier | PretextSegmenter, optimizer, scaler) -> None:
+        """Weights, optimizer moments, grad scaler (in place), log, epoch and audit of the checkpoint."""
+        state = restore_checkpoint(path, model, optimizer, scaler, self.pretext, self.device)
+        self.log, self.start_epoch, self.audit_result = state.log, state.epoch, state.audit
         self._print(f"Resuming from {path} after epoch {self.start_epoch}")
 
 

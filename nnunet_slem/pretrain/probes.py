@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from nnunet_slem.pretext.slem import BlockLayout, SLeMPretext, zero_seams
+from nnunet_slem.pretext.blocks import BlockLayout, zero_seams
+from nnunet_slem.pretext.slem import SLeMPretext
 
 __all__ = ["PROBES", "STRONG_DROP", "ProbeResult", "run_probes"]
 

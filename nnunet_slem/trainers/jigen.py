@@ -31,7 +31,7 @@ from torch import nn
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.network.grid_head import grid_head
 from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans, feature_map_sizes
-from nnunet_slem.pretext.tiles import build_permutation_set, shuffle_tiles, tile_slices
+from nnunet_slem.pretext.tiles import build_permutation_set, capped_permutation_count, shuffle_tiles, tile_slices
 from nnunet_slem.trainers.recipes import NNUNET_RECIPE
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 
@@ -83,7 +83,7 @@ class JiGenTrainer(SLeMTrainer):
         tile_slices(patch, self.jigsaw_grid)  # clear error now if the patch cannot hold the tiles
         n_tiles = math.prod(self.jigsaw_grid)
         self.permutations = torch.as_tensor(build_permutation_set(
-            n_tiles, min(self.num_permutations, math.factorial(n_tiles)), self.permutation_seed))
+            n_tiles, capped_permutation_count(n_tiles, self.num_permutations), self.permutation_seed))
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -95,7 +95,7 @@ class JiGenTrainer(SLeMTrainer):
         patch = [int(p) for p in configuration_manager.patch_size]
         n_tiles = math.prod(default_jigsaw_grid(len(patch)))
         bottleneck = feature_map_sizes(patch, configuration_manager.network_arch_init_kwargs["strides"])[-1]
-        return JiGenNetwork(network, min(cls.num_permutations, math.factorial(n_tiles)), bottleneck)
+        return JiGenNetwork(network, capped_permutation_count(n_tiles, cls.num_permutations), bottleneck)
 
     def on_train_start(self) -> None:
         self.print_to_log_file(f"JiGen: jigsaw weight {self.jigsaw_weight}, ordered fraction {self.ordered_fraction}, "

@@ -19,9 +19,10 @@ Environment variables every nnunet-slem trainer honours, for experiments such as
 
 - ``SLEM_LABELED`` (+ ``SLEM_LABELED_SEED``, ``SLEM_PATIENT_REGEX``): fine-tune on a subset of the fold's
   training cases (:mod:`nnunet_slem.trainers.labeled_subset`);
-- ``SLEM_EPOCHS``, ``SLEM_ITERS_PER_EPOCH``, ``SLEM_VAL_ITERS``: override the schedule (nnU-Net's 1000 x 250
-  x 50 by default), so all methods of a comparison share one; ``SLEM_SAVE_EVERY``: write
-  ``checkpoint_latest.pth`` every N epochs instead of nnU-Net's 50, so a killed run loses less;
+- ``SLEM_EPOCHS``, ``SLEM_ITERS_PER_EPOCH``, ``SLEM_VAL_ITERS``: override the trainer class's schedule
+  (nnU-Net's 1000 x 250 x 50 unless the class declares another), so all methods of a comparison share one;
+  ``SLEM_SAVE_EVERY``: write ``checkpoint_latest.pth`` every N epochs instead of nnU-Net's 50, so a killed run
+  loses less (:mod:`nnunet_slem.trainers.schedule`; the effective schedule goes to ``schedule.json``);
 - ``SLEM_SEED``: seeds torch, numpy and Python's RNG before the network is built and again before the data
   loaders start, so every method of a comparison fine-tunes with the same decoder initialisation (where the
   architectures agree) and the same patch and augmentation draws (exactly so with ``nnUNet_n_proc_DA=0``;
@@ -55,10 +56,7 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 
 from nnunet_slem.atomic import write_atomic_named, write_json_atomic
-from nnunet_slem.errors import UserFacingError
-from nnunet_slem.network.cfb import DEFAULT_CFB, CFBConfig
-from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans
-from nnunet_slem.pretrain.checkpoint import (
+from nnunet_slem.checkpoint_format import (
     WEIGHTS_ENV,
     check_architecture,
     check_metadata,
@@ -67,11 +65,19 @@ from nnunet_slem.pretrain.checkpoint import (
     pretrain_output_folder,
     pretrained_prefixes,
 )
+from nnunet_slem.errors import UserFacingError
+from nnunet_slem.network.cfb import DEFAULT_CFB, CFBConfig
+from nnunet_slem.network.slem_network import SLeMNetwork, build_slem_network, cfb_config_from_plans
 from nnunet_slem.trainers.labeled_subset import LABELED_ENV, subset_from_env
 from nnunet_slem.trainers.recipes import WARMUP_RECIPE, Recipe, RecipeLRScheduler
+from nnunet_slem.trainers.schedule import (
+    SCHEDULE_FILE,
+    Schedule,
+    describe_schedule,
+    schedule_overrides_from_env,
+    schedule_record,
+)
 
-SCHEDULE_ENV = {"SLEM_EPOCHS": "num_epochs", "SLEM_ITERS_PER_EPOCH": "num_iterations_per_epoch",
-                "SLEM_VAL_ITERS": "num_val_iterations_per_epoch", "SLEM_SAVE_EVERY": "save_every"}
 SEED_ENV = "SLEM_SEED"
 
 
@@ -94,12 +100,16 @@ class SLeMTrainer(nnUNetTrainer):
     recipe: Recipe = WARMUP_RECIPE
     #: Which pretraining the default checkpoint comes from (``nnunet-slem pretrain --pretext``).
     pretext_name: str = "slem"
+    #: Epochs and iterations; ``None`` fields keep nnU-Net's, ``SLEM_EPOCHS`` etc. override any field.
+    schedule: Schedule = Schedule()
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._weights_at_init: torch.Tensor | None = None
-        self._schedule_overrides = self._schedule_from_env()
+        self._schedule_overrides = schedule_overrides_from_env()
+        for attribute, value in self.schedule.with_overrides(self._schedule_overrides).set_fields().items():
+            setattr(self, attribute, value)
         self.initial_lr = self.recipe.initial_lr
         self.seed = self._seed_from_env()
 
@@ -122,17 +132,20 @@ class SLeMTrainer(nnUNetTrainer):
         optimizer, _ = super().configure_optimizers()
         return optimizer, RecipeLRScheduler(optimizer, self.recipe, self.num_epochs)
 
-    def _schedule_from_env(self) -> dict[str, int]:
-        overrides = {}
-        for variable, attribute in SCHEDULE_ENV.items():
-            text = os.environ.get(variable, "").strip()
-            if not text:
-                continue
-            if not text.isdigit() or int(text) < 1:
-                raise UserFacingError(f"{variable}={text!r} must be a positive integer (or unset).")
-            setattr(self, attribute, int(text))
-            overrides[variable] = int(text)
-        return overrides
+    @property
+    def effective_schedule(self) -> dict[str, int]:
+        """The schedule this run trains on (nnU-Net's values, the class's, the environment's)."""
+        return {attribute: int(getattr(self, attribute)) for attribute in Schedule.__dataclass_fields__}
+
+    def record_schedule(self) -> None:
+        """Log the effective schedule and write it, with recipe and seed, to ``schedule.json`` in the fold folder."""
+        schedule = self.effective_schedule
+        self.print_to_log_file(f"Schedule ({type(self).__name__}): {describe_schedule(schedule)}")
+        if self._schedule_overrides:
+            self.print_to_log_file(f"Schedule from the environment: {self._schedule_overrides}")
+        Path(self.output_folder).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(self.output_folder) / SCHEDULE_FILE, schedule_record(
+            type(self).__name__, schedule, self._schedule_overrides, self.recipe, self.seed))
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a hidden sibling, flushed to disk and renamed over ``filename``:
@@ -168,8 +181,7 @@ class SLeMTrainer(nnUNetTrainer):
         self._weights_at_init = self._first_encoder_weight().clone()
 
     def on_train_start(self) -> None:
-        if self._schedule_overrides:
-            self.print_to_log_file(f"Schedule from the environment: {self._schedule_overrides}")
+        self.record_schedule()
         self.print_to_log_file(f"Fine-tuning recipe ({type(self).__name__}): {self.recipe.describe(self.num_epochs)}")
         if self.seed is not None:
             self.print_to_log_file(f"{SEED_ENV}={self.seed}: torch, numpy and random seeded")
@@ -249,12 +261,7 @@ class SLeMTrainer(nnUNetTrainer):
             self.print_to_log_file("WARNING:", msg)
         saved_cfb = (meta.get("cfb_config") or {}).get("enabled", True)
         if saved_cfb != self.cfb_config.enabled:
-            raise UserFacingError(
-                f"{path} was pretrained {'with' if saved_cfb else 'without'} the CFB but {type(self).__name__} "
-                f"builds a network {'with' if self.cfb_config.enabled else 'without'} it. Fine-tune it with "
-                f"-tr {'SLeMTrainer' if saved_cfb else 'SLeMTrainer_noCFB'}, or pretrain "
-                f"{'without --no-cfb' if self.cfb_config.enabled else 'with --no-cfb'}."
-            )
+            raise UserFacingError(self._cfb_mismatch_message(path, meta.get("pretext_name", "slem"), saved_cfb))
         network = self.plain_network
         state = network.state_dict()
         check_architecture(ckpt["network_weights"], state, str(path))
@@ -274,6 +281,18 @@ class SLeMTrainer(nnUNetTrainer):
                                                                      if k != "pretext"}}
         write_json_atomic(Path(self.output_folder) / "slem_pretrained_from.json", record, default=str)
 
+    def _cfb_mismatch_message(self, path: Path, pretext: str, saved_cfb: bool) -> str:
+        """Name the trainer that fine-tunes this checkpoint (its pretext, with or without CFB) and the
+        pretraining that would suit this trainer."""
+        fix = trainer_for_checkpoint(pretext, saved_cfb, self.recipe)
+        fine_tune = (f"Fine-tune it with -tr {fix}" if fix else
+                     f"No nnunet-slem trainer fine-tunes a {pretext} checkpoint {'with' if saved_cfb else 'without'} "
+                     "the CFB; use another checkpoint")
+        pretext_option = f" --pretext {self.pretext_name}" if self.pretext_name != "slem" else ""
+        return (f"{path} was pretrained {'with' if saved_cfb else 'without'} the CFB but {type(self).__name__} "
+                f"builds a network {'with' if self.cfb_config.enabled else 'without'} it. {fine_tune}, or pretrain"
+                f"{pretext_option} {'without' if self.cfb_config.enabled else 'with'} --no-cfb.")
+
     # ------------------------------------------------------------------------------------ decoder warm-up
     def on_train_epoch_start(self) -> None:
         if self.decoder_warmup_epochs > 0:
@@ -284,6 +303,24 @@ class SLeMTrainer(nnUNetTrainer):
             if self.current_epoch in (0, self.decoder_warmup_epochs):
                 self.print_to_log_file("Encoder and CFB " + ("frozen (decoder warm-up)" if frozen else "unfrozen"))
         super().on_train_epoch_start()
+
+
+def trainer_for_checkpoint(pretext: str, cfb: bool, recipe: Recipe) -> str | None:
+    """The nnunet-slem trainer that fine-tunes a ``pretext`` checkpoint with (or without) the CFB: among those
+    that load it, one keeping ``recipe`` if any, then the shortest name (the variant changing least), e.g.
+    ``SLeMTrainer_noCFB_fromMAE`` for ``--pretext mae --no-cfb``. ``None`` when no trainer fits."""
+    import nnunet_slem.trainers.variants  # noqa: F401  (defines the variants searched below)
+
+    found, pending = [], [SLeMTrainer]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if (cls.__module__.startswith("nnunet_slem.trainers") and cls.use_slem_pretraining
+                and cls.pretext_name == pretext and cls.cfb_defaults.enabled == cfb):
+            found.append(cls)
+    if not found:
+        return None
+    return min(found, key=lambda cls: (cls.recipe != recipe, len(cls.__name__), cls.__name__)).__name__
 
 
 def unaliased_keys(state: dict[str, torch.Tensor]) -> list[str]:

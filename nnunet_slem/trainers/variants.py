@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
-import torch
-
 from nnunet_slem.network.cfb import CFBConfig
 from nnunet_slem.trainers.recipes import NNUNET_RECIPE, SAWTOOTH_RECIPE, Recipe
+from nnunet_slem.trainers.schedule import Schedule
 from nnunet_slem.trainers.slem_trainer import SLeMTrainer
 
 
@@ -82,12 +79,7 @@ class SLeMTrainer_decoderWarmup(SLeMTrainer):
 class SLeMTrainer_smoke(SLeMTrainer):
     """2 epochs x 5 training x 2 validation iterations: checks the pipeline end to end on a CPU."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 5
-        self.num_val_iterations_per_epoch = 2
+    schedule = Schedule(num_epochs=2, num_iterations_per_epoch=5, num_val_iterations_per_epoch=2)
 
 
 class SLeMTrainer_noPretrain_smoke(SLeMTrainer_smoke):
@@ -98,14 +90,10 @@ class SLeMTrainer_noPretrain_smoke(SLeMTrainer_smoke):
 
 
 class SLeMTrainer_demo(SLeMTrainer):
-    """The demo's short schedule: ``SLEM_DEMO_EPOCHS`` x ``SLEM_DEMO_ITERS`` (default 10 x 20), 2 val iterations."""
+    """The demo's short schedule: 10 epochs x 20 iterations, 2 validation iterations (``nnunet-slem demo`` sets
+    its own epochs and iterations through ``SLEM_EPOCHS`` and ``SLEM_ITERS_PER_EPOCH``)."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = int(os.environ.get("SLEM_DEMO_EPOCHS", 10))
-        self.num_iterations_per_epoch = int(os.environ.get("SLEM_DEMO_ITERS", 20))
-        self.num_val_iterations_per_epoch = 2
+    schedule = Schedule(num_epochs=10, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
 
 
 class SLeMTrainer_noPretrain_demo(SLeMTrainer_demo):

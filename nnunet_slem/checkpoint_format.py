@@ -1,14 +1,19 @@
-"""The SLeM pretraining checkpoint: where it lives, how it is written and read, and the compatibility check.
+"""The SLeM pretraining checkpoint format: where it lives, how it is written and read, and the compatibility
+check. A leaf module: the pretraining loop (``nnunet_slem.pretrain``) writes this format, the fine-tuning trainers
+(``nnunet_slem.trainers``) and the experiments read it, and all of them import it from here, downward.
 
-Format (``torch.load(path, weights_only=True)`` loads it; nothing in it needs pickled classes):
+Format (``torch.load(path, weights_only=True)`` loads it; nothing in it needs pickled classes). The keys are
+exactly those the pretraining loop writes (``nnunet_slem.pretrain.run_folder.save_checkpoint``):
 
 - ``network_weights``: the full state dict of the network ``SLeMTrainer`` builds from the same plans
   (so nnU-Net's stock ``-pretrained_weights`` accepts it too);
 - ``head_weights``: the pretext classification head (empty for dense pretexts, whose head is the decoder);
-- ``optimizer_state``, ``grad_scaler_state``, ``logging``, ``epoch``: what ``--resume`` needs (no RNG state:
-  every sample is seeded by its own key);
-- ``metadata``: format version, package versions, dataset, plans, configuration, channel names, patch
-  size, spacing, normalisation, CFB config and stage, pretext name and state (e.g. its assignment set), and
+- ``optimizer_state``, ``grad_scaler_state`` (``None`` off CUDA), ``logging``, ``epoch``: what ``--resume``
+  needs (no RNG state: every sample is seeded by its own key);
+- ``metadata``: ``format_version`` (:data:`FORMAT_VERSION`), the nnunet_slem / nnunetv2 / torch versions,
+  ``plans_name``, ``configuration``, the fields of :func:`data_metadata` (dataset, channel count and names, patch
+  size, spacing, normalisation), ``architecture``, ``cfb_config`` and ``cfb_stage``, ``pretext_name`` and
+  ``pretext`` (its state, e.g. its assignment set), ``settings``, ``num_images``, ``audit``, and
   ``trained_prefixes``: the state-dict prefixes of the parts the pretext trained (:func:`pretrained_prefixes`).
 """
 
