@@ -121,10 +121,25 @@ def _records(compare_dir: Path) -> list[dict]:
     return [r for r in records if r.get("record_version") == RECORD_VERSION and "test" in r["splits"]]
 
 
+def _contrast_markdown(contrasts: list) -> str:
+    """``slem - X`` for every other arm X, in the layout of the paired tables (reference = X)."""
+    if not contrasts:
+        return ""
+    lines = ["### SLeM against the other arms (Dice points, slem − arm)", "",
+             "| Arm | Region | Δ Dice [95% CI] | p (Wilcoxon) | Seeds | Cases | Difference |",
+             "|---|---|---|---|---|---|---|"]
+    for d in contrasts:
+        verdict = "established" if d.established else "not established"
+        lines.append(f"| {d.reference} | {d.region} | {100 * d.mean_diff:+.2f} [{100 * d.ci_low:+.2f}, "
+                     f"{100 * d.ci_high:+.2f}] | {d.p_value:.4g} | {d.n_seeds} | {d.n_cases} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def report(args: argparse.Namespace) -> None:
     """Every comparison under ``--root`` into ``--out``: paired differences to scratch on the test split (over the
-    seeds both arms have finished, so an arm still running is reported with its ``n_seeds`` so far), mean ± std
-    tables, the forest plot of the mean over regions, and the scratch arm's validation curves."""
+    seeds both arms have finished, so an arm still running is reported with its ``n_seeds`` so far), ``slem`` minus
+    every other arm (``paired.csv`` rows whose reference is that arm), mean ± std tables, the forest plot of the mean
+    over regions, and the scratch arm's validation curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,9 +171,15 @@ def report(args: argparse.Namespace) -> None:
         csv_parts += [f"{line},{compare_dir.name}" for line in body[1:]]
         forest += [PairedDifference(**{**d.__dict__, "method": f"{d.method} ({compare_dir.name})"})
                    for d in diffs if d.region == "mean"]
+        # the method against each other arm (its ablations, recipe variants and other pretexts): slem - X
+        contrasts = [d for other in sorted({r["method"] for r in records} - {"scratch", "slem"})
+                     for d in paired_differences(cases, reference=other, regions=regions) if d.method == "slem"]
+        body = paired_csv(contrasts).splitlines()
+        csv_parts += [f"{line},{compare_dir.name}" for line in body[1:]]
         table = results_markdown(split_rows(records, "test"), regions, ALL_METHODS, f"## {compare_dir.name}",
                                  "Held-out test cases.")
-        sections.append(table + "\n" + paired_markdown(diffs, collapsed_runs(cases, regions)))
+        sections.append(table + "\n" + paired_markdown(diffs, collapsed_runs(cases, regions)) + "\n"
+                        + _contrast_markdown(contrasts))
         plot_paired(diffs, out / f"{compare_dir.name}__paired.png", f"{compare_dir.name}: method − scratch, test split")
     if not csv_parts:
         sys.exit(f"No comparison with two evaluated arms under {args.root}/compare.")

@@ -118,7 +118,7 @@ def test_compare_rejects_unknown_methods_and_bad_label_counts():
         CompareSettings(dataset="1", configuration="3d_fullres", fold=0, reference="simclr")
     with pytest.raises(UserFacingError, match="--test-images and --test-labels go together"):
         CompareSettings(dataset="1", configuration="3d_fullres", fold=0, test_images="imagesTs")
-    assert parse_methods("slem,slem_sawtooth,slem_nnunetrecipe") == ["slem", "slem_sawtooth", "slem_nnunetrecipe"]
+    assert parse_methods("slem,slem_sawtooth,slem_warmup") == ["slem", "slem_sawtooth", "slem_warmup"]
 
 
 def _row(method, seed, wt, tc):

@@ -195,10 +195,11 @@ def test_bad_seed_is_a_clear_error(nnunet_paths, monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "lr", "decoder_epochs"), [
-    ("SLeMTrainer", 1e-3, 0), ("SLeMTrainer_nnUNetRecipe", 1e-2, 0), ("SLeMTrainer_sawtooth", 1e-3, 1),
+    ("SLeMTrainer", 1e-2, 0), ("SLeMTrainer_warmupRecipe", 1e-3, 0), ("SLeMTrainer_sawtooth", 1e-3, 1),
     ("SLeMTrainer_noPretrain", 1e-2, 0), ("SLeMTrainer_noCFB_noPretrain", 1e-2, 0), ("JiGenTrainer", 1e-2, 0)])
 def test_recipes_of_the_trainers(nnunet_paths, monkeypatch, name, lr, decoder_epochs):
-    """Pretrained arms share the warm-up recipe, random-init arms keep nnU-Net's; warm-ups scale with the schedule."""
+    """Every arm fine-tunes with nnU-Net's recipe unless a recipe variant says otherwise; warm-ups scale with the
+    schedule."""
     monkeypatch.setenv("SLEM_EPOCHS", "20")
     trainer = make_trainer(nnunet_paths, name)
     trainer.initialize()

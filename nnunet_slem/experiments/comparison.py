@@ -71,10 +71,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("supervoxel", "SLeMTrainer_fromSupervoxel", "supervoxel", True, "supervoxel segmentation pretraining"),
     Method("jigen", "JiGenTrainer", None, True, "JiGen: jigsaw loss jointly with segmentation"),
 )}
-#: fine-tuning recipe variants of the SLeM arm (opt-in: ``--methods slem,slem_nnunetrecipe,...``)
+#: fine-tuning recipe variants of the SLeM arm (opt-in: ``--methods slem,slem_warmup,...``)
 RECIPE_METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("slem_nnunetrecipe", "SLeMTrainer_nnUNetRecipe", "slem", True,
-           "SLeM fine-tuned with nnU-Net's from-scratch recipe (lr 1e-2, no warm-up)"),
+    Method("slem_warmup", "SLeMTrainer_warmupRecipe", "slem", True,
+           "SLeM fine-tuned with upstream nnU-Net's self-supervised recipe (lr 1e-3, 5 % warm-up)"),
     Method("slem_sawtooth", "SLeMTrainer_sawtooth", "slem", True,
            "SLeM fine-tuned with the sawtooth recipe (decoder warm-up, then whole-network warm-up)"),
 )}

@@ -8,7 +8,6 @@ from nnunet_slem.trainers.variants import (
     SLeMTrainer_fromMAE,
     SLeMTrainer_fromSupervoxel,
     SLeMTrainer_fromTaleb,
-    SLeMTrainer_nnUNetRecipe,
     SLeMTrainer_noCFB,
     SLeMTrainer_noCFB_fromMAE,
     SLeMTrainer_noCFB_noPretrain,
@@ -17,6 +16,7 @@ from nnunet_slem.trainers.variants import (
     SLeMTrainer_noPretrain_smoke,
     SLeMTrainer_sawtooth,
     SLeMTrainer_smoke,
+    SLeMTrainer_warmupRecipe,
 )
 
 __all__ = [
@@ -30,10 +30,10 @@ __all__ = [
     "SLeMTrainer_noCFB",
     "SLeMTrainer_noCFB_fromMAE",
     "SLeMTrainer_noCFB_noPretrain",
-    "SLeMTrainer_nnUNetRecipe",
     "SLeMTrainer_noPretrain",
     "SLeMTrainer_noPretrain_demo",
     "SLeMTrainer_noPretrain_smoke",
     "SLeMTrainer_sawtooth",
     "SLeMTrainer_smoke",
+    "SLeMTrainer_warmupRecipe",
 ]
