@@ -64,22 +64,11 @@ class Layout:
         return case_dir / f"{case_dir.name}{self.separator}{suffix}{FILE_ENDING}"
 
 
-BRATS2021 = Layout(
-    name="BraTS 2021",
-    case_pattern=r"BraTS2021_\d{5}",
-    example="BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz",
-    separator="_",
-    sequences=("flair", "t1", "t1ce", "t2"),
-    label_map={2: 1, 1: 2, 4: 3},
-)
-BRATS_GLI = Layout(
-    name="BraTS 2023+ GLI",
-    case_pattern=r"BraTS-GLI-\d{5}-\d{3}",
-    example="BraTS-GLI-XXXXX-XXX/BraTS-GLI-XXXXX-XXX-{t2f,t1n,t1c,t2w,seg}.nii.gz",
-    separator="-",
-    sequences=("t2f", "t1n", "t1c", "t2w"),
-    label_map={2: 1, 1: 2, 3: 3},
-)
+BRATS2021 = Layout("BraTS 2021", r"BraTS2021_\d{5}", "BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz",
+                   separator="_", sequences=("flair", "t1", "t1ce", "t2"), label_map={2: 1, 1: 2, 4: 3})
+BRATS_GLI = Layout("BraTS 2023+ GLI", r"BraTS-GLI-\d{5}-\d{3}",
+                   "BraTS-GLI-XXXXX-XXX/BraTS-GLI-XXXXX-XXX-{t2f,t1n,t1c,t2w,seg}.nii.gz",
+                   separator="-", sequences=("t2f", "t1n", "t1c", "t2w"), label_map={2: 1, 1: 2, 3: 3})
 LAYOUTS = (BRATS2021, BRATS_GLI)
 
 

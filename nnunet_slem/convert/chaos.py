@@ -33,18 +33,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_slem.convert import (
-    FILE_ENDING,
-    UNLABELED_FOLDER,
-    Geometry,
-    Release,
-    image_path,
-    make_case_folders,
-    report_converted,
-    require_same_geometry,
-    staged_dataset,
-    write_dataset_json,
-)
+from nnunet_slem import convert as common
 from nnunet_slem.errors import UserFacingError
 
 LABELS = {"background": 0, "liver": 1, "right kidney": 2, "left kidney": 3, "spleen": 4}
@@ -141,8 +130,8 @@ def _patient_images(patient_dir: Path, with_t2: bool) -> tuple[list[sitk.Image],
     dicom = patient_dir / "T1DUAL" / "DICOM_anon"
     in_phase, in_files = read_dicom_series(dicom / "InPhase", patient)
     out_phase, _ = read_dicom_series(dicom / "OutPhase", patient)
-    grid = Geometry.of(in_phase)
-    require_same_geometry(f"patient {patient}", "T1 InPhase", grid, "T1 OutPhase", Geometry.of(out_phase))
+    grid = common.Geometry.of(in_phase)
+    common.require_same_geometry(f"patient {patient}", "T1 InPhase", grid, "T1 OutPhase", common.Geometry.of(out_phase))
     images = [in_phase, out_phase]
     if with_t2:
         t2, _ = read_dicom_series(patient_dir / "T2SPIR" / "DICOM_anon", patient)
@@ -159,8 +148,8 @@ def convert_chaos(src: str | Path, dataset_id: int, name: str = "CHAOS_MR", t2sp
     )
     channels = {**CHANNELS, **(T2_CHANNEL if t2spir else {})}
     n_labelled = n_unlabelled = 0
-    with staged_dataset(dataset_id, name) as out:
-        images_tr, labels_tr, unlabeled = make_case_folders(out)
+    with common.staged_dataset(dataset_id, name) as out:
+        images_tr, labels_tr, unlabeled = common.make_case_folders(out)
         for patient_dir in patients:
             case = case_id(patient_dir.name)
             images, in_files = _patient_images(patient_dir, t2spir)
@@ -169,19 +158,19 @@ def convert_chaos(src: str | Path, dataset_id: int, name: str = "CHAOS_MR", t2sp
             if labelled:
                 name_sorted = sorted(in_files, key=lambda f: Path(f).name)
                 label = read_ground_truth(ground, name_sorted, in_files, patient_dir.name, images[0])
-                sitk.WriteImage(label, str(labels_tr / f"{case}{FILE_ENDING}"))
+                sitk.WriteImage(label, str(labels_tr / f"{case}{common.FILE_ENDING}"))
                 n_labelled += 1
             else:
                 n_unlabelled += 1
             target = images_tr if labelled else unlabeled
             for channel, image in enumerate(images):
-                sitk.WriteImage(image, str(image_path(target, case, channel)))
+                sitk.WriteImage(image, str(common.image_path(target, case, channel)))
         t2_note = ", T2-SPIR linearly resampled onto the T1 grid (separate acquisition)" if t2spir else ""
-        release = Release(
+        release = common.Release(
             description=f"CHAOS MR converted by nnunet-slem: T1-DUAL in/out phase{t2_note}; T1-DUAL ground truth; "
-            f"unlabeled patients in {UNLABELED_FOLDER}/",
+            f"unlabeled patients in {common.UNLABELED_FOLDER}/",
             reference="https://chaos.grand-challenge.org/Data/",
             license="see https://chaos.grand-challenge.org/Data/",
         )
-        write_dataset_json(out, dataset_id, name, channels, LABELS, n_labelled, n_unlabelled, release)
-    return report_converted(out, dataset_id, name, "CHAOS MR", (n_labelled, n_unlabelled), "patients")
+        common.write_dataset_json(out, dataset_id, name, channels, LABELS, n_labelled, n_unlabelled, release)
+    return common.report_converted(out, dataset_id, name, "CHAOS MR", (n_labelled, n_unlabelled), "patients")

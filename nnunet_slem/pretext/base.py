@@ -133,3 +133,28 @@ def config_kwargs(config_class: type, d: dict, what: str) -> dict:
     if unknown:
         raise PretextConfigError(f"unknown {what} setting(s) {unknown}; known settings are {sorted(known)}.")
     return dict(d)
+
+
+class StoredConfig:
+    """``to_dict``/``from_dict`` of the pretexts' config dataclasses, which checkpoints store: tuples (grids)
+    become lists, so the dict is JSON- and ``torch.load(weights_only=True)``-safe, and come back as tuples;
+    unknown keys are an error (:func:`config_kwargs`). A subclass names itself for messages in ``stored_as``."""
+
+    stored_as: ClassVar[str] = "pretext"
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        kwargs = config_kwargs(cls, d, cls.stored_as)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+
+
+def grid_for(spatial_dims: int, grids: dict[int, tuple[int, ...]], task: str) -> tuple[int, ...]:
+    """The default grid of ``task`` for ``spatial_dims``-D patches; an error for dimensions it has none for."""
+    from nnunet_slem.pretext.assignments import PretextConfigError
+
+    if spatial_dims not in grids:
+        raise PretextConfigError(f"{task} supports 2D and 3D patches, got {spatial_dims} spatial dimensions.")
+    return grids[spatial_dims]

@@ -20,8 +20,8 @@ __all__ = ["ClassTablePretext"]
 
 
 class ClassTablePretext(ClassificationPretext):
-    """Class ``k`` is ``table[k]``; subclasses set :attr:`table_key`, ``config``, ``num_modalities``,
-    ``spatial_dims`` and call :meth:`_set_table` in ``__init__``."""
+    """Class ``k`` is ``table[k]``; subclasses set :attr:`table_key`, call this ``__init__`` and then
+    :meth:`_set_table` in theirs."""
 
     #: the table's key in :meth:`state_dict` and its keyword argument in ``__init__``
     table_key: ClassVar[str]
@@ -29,6 +29,11 @@ class ClassTablePretext(ClassificationPretext):
     config: Any
     num_modalities: int
     spatial_dims: int
+
+    def __init__(self, config: Any, num_modalities: int, spatial_dims: int) -> None:
+        self.config = config
+        self.num_modalities = int(num_modalities)
+        self.spatial_dims = int(spatial_dims)
 
     def _set_table(self, table: Tensor) -> None:
         self.table = table

@@ -52,7 +52,6 @@ scaled to small patches (above).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError
-from nnunet_slem.pretext.base import config_kwargs
+from nnunet_slem.pretext.base import StoredConfig
 from nnunet_slem.pretext.checks import check_image_batch, check_state_version
 
 __all__ = ["MAEConfig", "MAEPretext", "cube_grid", "cube_index"]
@@ -73,7 +72,7 @@ _EPS = 1e-6
 
 
 @dataclass
-class MAEConfig:
+class MAEConfig(StoredConfig):
     """Everything that defines the masking task; stored in pretraining checkpoints via :meth:`to_dict`.
 
     Attributes:
@@ -84,6 +83,8 @@ class MAEConfig:
             shared by all channels (the published MAE).
         seed: recorded with the task; the random draws come from the generator the loop passes.
     """
+
+    stored_as = "MAE pretext"
 
     mask_ratio: float = 0.75
     cube: int = 16
@@ -109,14 +110,6 @@ class MAEConfig:
                 "--pretext-option per_modality_masks=true."
             )
 
-    def to_dict(self) -> dict:
-        """Plain ints/floats/bools: JSON- and ``torch.load(weights_only=True)``-safe."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MAEConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
-        return cls(**config_kwargs(cls, d, "MAE pretext"))
 
 
 def cube_grid(patch_size: Sequence[int], cube: int, min_cubes_per_axis: int) -> tuple[int, ...]:

@@ -59,7 +59,6 @@ parameters) come from the ``torch.Generator`` passed in, on the generator's devi
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -70,7 +69,7 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError, build_assignment_set
-from nnunet_slem.pretext.base import config_kwargs
+from nnunet_slem.pretext.base import StoredConfig, grid_for
 from nnunet_slem.pretext.block_norm import NORMALIZATIONS, normalize_rows
 from nnunet_slem.pretext.blocks import BlockLayout, jittered_cuts, zero_seams
 from nnunet_slem.pretext.checks import as_labels, check_image_batch
@@ -88,16 +87,14 @@ STATE_FORMAT_VERSION = 1
 
 def default_grid(spatial_dims: int) -> tuple[int, ...]:
     """``(2, 2, 1)`` for 3D patches, ``(2, 2)`` for 2D: four blocks either way, as in the SLeM paper."""
-    if spatial_dims == 3:
-        return (2, 2, 1)
-    if spatial_dims == 2:
-        return (2, 2)
-    raise PretextConfigError(f"SLeM supports 2D and 3D patches, got {spatial_dims} spatial dimensions.")
+    return grid_for(spatial_dims, {3: (2, 2, 1), 2: (2, 2)}, "SLeM")
 
 
 @dataclass
-class SLeMPretextConfig:
+class SLeMPretextConfig(StoredConfig):
     """Everything that defines the pretext task; stored in pretraining checkpoints via :meth:`to_dict`."""
+
+    stored_as = "SLeM pretext"
 
     grid: tuple[int, ...] = (2, 2, 1)
     random_unsplit_axis: bool = True
@@ -129,19 +126,6 @@ class SLeMPretextConfig:
     def num_blocks(self) -> int:
         return math.prod(self.grid)
 
-    def to_dict(self) -> dict:
-        """Plain lists/ints/floats/bools (and ``None``): JSON- and ``torch.load(weights_only=True)``-safe."""
-        d = dataclasses.asdict(self)
-        d["grid"] = list(self.grid)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SLeMPretextConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
-        kwargs = config_kwargs(cls, d, "SLeM pretext")
-        if "grid" in kwargs:
-            kwargs["grid"] = tuple(kwargs["grid"])
-        return cls(**kwargs)
 
 
 class SLeMPretext(ClassTablePretext):
@@ -158,9 +142,7 @@ class SLeMPretext(ClassTablePretext):
         spatial_dims: int,
         assignments: np.ndarray | None = None,
     ) -> None:
-        self.config = config
-        self.num_modalities = int(num_modalities)
-        self.spatial_dims = int(spatial_dims)
+        super().__init__(config, num_modalities, spatial_dims)
         self._check_grid()
         if assignments is None:
             assignments = build_assignment_set(

@@ -36,7 +36,6 @@ case, before pretraining, and cached; the pretraining loader appends the id map 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from nnunet_slem.pretext.assignments import PretextConfigError
-from nnunet_slem.pretext.base import config_kwargs
+from nnunet_slem.pretext.base import StoredConfig
 from nnunet_slem.pretext.checks import check_state_version
 from nnunet_slem.pretext.intensity_aug import intensity_params, intensity_transform
 from nnunet_slem.pretext.supervoxel_cache import SUPERVOXEL_ALGORITHM_VERSION, SupervoxelCache, cache_folder_name
@@ -64,7 +63,7 @@ _EPS = 1e-6
 
 
 @dataclass
-class SupervoxelConfig:
+class SupervoxelConfig(StoredConfig):
     """Everything that defines the supervoxel task; stored in pretraining checkpoints via :meth:`to_dict`.
 
     Attributes:
@@ -82,6 +81,8 @@ class SupervoxelConfig:
         flip: random flip of each spatial axis for the query.
         intensity_aug: random per-channel gamma, contrast and brightness for the query.
     """
+
+    stored_as = "supervoxel pretext"
 
     n_segments: int = 200
     compactness: float = 0.1
@@ -118,14 +119,6 @@ class SupervoxelConfig:
             "algorithm_version": SUPERVOXEL_ALGORITHM_VERSION,
         }
 
-    def to_dict(self) -> dict:
-        """Plain ints/floats/bools: JSON- and ``torch.load(weights_only=True)``-safe."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SupervoxelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
-        return cls(**config_kwargs(cls, d, "supervoxel pretext"))
 
 
 # ------------------------------------------------------------------------------------------------- pretext

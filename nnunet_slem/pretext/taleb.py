@@ -44,7 +44,6 @@ Everything heavy runs on the device of ``images``; the random draws (labels, mod
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ import torch
 from torch import Tensor
 
 from nnunet_slem.pretext.assignments import PretextConfigError
-from nnunet_slem.pretext.base import config_kwargs
+from nnunet_slem.pretext.base import StoredConfig, grid_for
 from nnunet_slem.pretext.checks import as_labels, check_image_batch, check_state_version
 from nnunet_slem.pretext.class_table import ClassTablePretext
 from nnunet_slem.pretext.tiles import (
@@ -77,20 +76,18 @@ _EPS = 1e-6
 
 def default_tile_grid(spatial_dims: int) -> tuple[int, ...]:
     """``(2, 2, 2)`` for 3D patches (8 tiles large enough for anatomy), ``(3, 3)`` for 2D as in the paper."""
-    if spatial_dims == 3:
-        return (2, 2, 2)
-    if spatial_dims == 2:
-        return (3, 3)
-    raise PretextConfigError(f"Taleb's puzzle supports 2D and 3D patches, got {spatial_dims} spatial dimensions.")
+    return grid_for(spatial_dims, {3: (2, 2, 2), 2: (3, 3)}, "Taleb's puzzle")
 
 
 @dataclass
-class TalebPuzzleConfig:
+class TalebPuzzleConfig(StoredConfig):
     """Everything that defines the puzzle task; stored in pretraining checkpoints via :meth:`to_dict`.
 
     ``grid=None`` means :func:`default_tile_grid` for the data's dimensionality, so one config serves 2D and
     3D. ``num_permutations`` is capped at ``T!`` (e.g. 24 for a 2x2 grid).
     """
+
+    stored_as = "Taleb puzzle"
 
     grid: tuple[int, ...] | None = None
     num_permutations: int = 100
@@ -122,19 +119,6 @@ class TalebPuzzleConfig:
         """The grid in use for ``spatial_dims``-D data (the stored one, or the default)."""
         return default_tile_grid(spatial_dims) if self.grid is None else self.grid
 
-    def to_dict(self) -> dict:
-        """Plain lists/ints/bools (and ``None``): JSON- and ``torch.load(weights_only=True)``-safe."""
-        d = dataclasses.asdict(self)
-        d["grid"] = None if self.grid is None else list(self.grid)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TalebPuzzleConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error: they would change the task silently."""
-        kwargs = config_kwargs(cls, d, "Taleb puzzle")
-        if kwargs.get("grid") is not None:
-            kwargs["grid"] = tuple(kwargs["grid"])
-        return cls(**kwargs)
 
 
 def _zscore_tiles(tiles: Tensor) -> Tensor:
@@ -160,9 +144,7 @@ class TalebPuzzlePretext(ClassTablePretext):
         spatial_dims: int,
         permutations: np.ndarray | None = None,
     ) -> None:
-        self.config = config
-        self.num_modalities = int(num_modalities)
-        self.spatial_dims = int(spatial_dims)
+        super().__init__(config, num_modalities, spatial_dims)
         if self.spatial_dims not in (2, 3):
             default_tile_grid(self.spatial_dims)  # raises the clear error
         self.grid = config.tile_grid(self.spatial_dims)
