@@ -14,7 +14,8 @@ from nnunet_slem.atomic import save_figure_atomic  # noqa: E402
 
 def plot_progress(log: dict[str, list], chance: float | None, path: Path, audit_accuracy: float | None = None,
                   metric: str = "accuracy", title: str = "SLeM pretraining") -> None:
-    """Two panels; the score panel also shows chance (if defined) and the shortcut audit's accuracy (if it ran)."""
+    """Two panels; the score panel also shows chance (if defined) and the shortcut audit's accuracy (if it ran).
+    Its axis spans 0-1 and extends below 0 for scores that go negative (an R2 worse than predicting the mean)."""
     epochs = [e + 1 for e in log["epoch"]]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(epochs, log["loss"], "b-o", ms=3, label="train loss")
@@ -28,7 +29,8 @@ def plot_progress(log: dict[str, list], chance: float | None, path: Path, audit_
     if audit_accuracy is not None:
         ax_acc.axhline(audit_accuracy, color="orange", ls=":",
                        label=f"histogram-classifier audit ({audit_accuracy:.3f})")
-    ax_acc.set_ylim(0, 1.02)
+    finite = [v for v in (*log["train_acc"], *log["eval_acc"]) if v == v]  # NaN-free
+    ax_acc.set_ylim(min(0.0, *finite) - (0.02 if finite and min(finite) < 0 else 0.0), 1.02)
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel(f"pretext {metric}")
     ax_acc.legend()
