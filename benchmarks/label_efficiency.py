@@ -125,13 +125,9 @@ def _contrast_markdown(contrasts: list) -> str:
     """``slem - X`` for every other arm X, in the layout of the paired tables (reference = X)."""
     if not contrasts:
         return ""
-    lines = ["### SLeM against the other arms (Dice points, slem − arm)", "",
-             "| Arm | Region | Δ Dice [95% CI] | p (Wilcoxon) | Seeds | Cases | Difference |",
-             "|---|---|---|---|---|---|---|"]
-    for d in contrasts:
-        verdict = "established" if d.established else "not established"
-        lines.append(f"| {d.reference} | {d.region} | {100 * d.mean_diff:+.2f} [{100 * d.ci_low:+.2f}, "
-                     f"{100 * d.ci_high:+.2f}] | {d.p_value:.4g} | {d.n_seeds} | {d.n_cases} | {verdict} |")
+    from nnunet_slem.evaluation.paired import difference_table
+
+    lines = ["### SLeM against the other arms (Dice points, slem − arm)", "", *difference_table(contrasts, "reference")]
     return "\n".join(lines) + "\n"
 
 

@@ -305,20 +305,25 @@ def _points(v: float) -> str:
     return "+0.00" if text == "-0.00" else text
 
 
+def difference_table(diffs: Sequence[PairedDifference], label: str = "method") -> list[str]:
+    """Markdown table rows: each difference in Dice points with its CI, p, seeds, cases and whether it is
+    established; the first column is each difference's ``label`` field (``method``, or ``reference`` for a
+    table of one method against several references)."""
+    lines = [f"| {label.capitalize()} | Region | Δ Dice [95% CI] | p (Wilcoxon) | Seeds | Cases | Difference |",
+             "|---|---|---|---|---|---|---|"]
+    for d in diffs:
+        ci = f"{_points(d.mean_diff)} [{_points(d.ci_low)}, {_points(d.ci_high)}]"
+        verdict = "established" if d.established else "not established"
+        lines.append(f"| {getattr(d, label)} | {d.region} | {ci} | {_p(d.p_value)} | {d.n_seeds} | {d.n_cases} "
+                     f"| {verdict} |")
+    return lines
+
+
 def paired_markdown(diffs: Sequence[PairedDifference], collapsed: dict[str, dict[str, int]]) -> str:
     """Markdown: the differences in Dice points with their CI, p, seeds, cases and whether the difference is
     established; then the collapsed-run counts; then how to read them."""
     reference = diffs[0].reference if diffs else "the reference"
-    lines = [
-        f"### Dice difference to {reference} (Dice points, method − {reference})",
-        "",
-        "| Method | Region | Δ Dice [95% CI] | p (Wilcoxon) | Seeds | Cases | Difference |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for d in diffs:
-        ci = f"{_points(d.mean_diff)} [{_points(d.ci_low)}, {_points(d.ci_high)}]"
-        verdict = "established" if d.established else "not established"
-        lines.append(f"| {d.method} | {d.region} | {ci} | {_p(d.p_value)} | {d.n_seeds} | {d.n_cases} | {verdict} |")
+    lines = [f"### Dice difference to {reference} (Dice points, method − {reference})", "", *difference_table(diffs)]
     if not diffs:
         lines.append("| (no method to compare) | | | | | | |")
     regions = list(dict.fromkeys(name for counts in collapsed.values() for name in counts))
