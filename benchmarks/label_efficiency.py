@@ -149,8 +149,8 @@ def report(args: argparse.Namespace) -> None:
         paired_markdown,
         plot_paired,
     )
-    from nnunet_slem.experiments.comparison import ALL_METHODS
     from nnunet_slem.experiments.comparison_report import case_records, results_markdown, split_rows
+    from nnunet_slem.experiments.methods import ALL_METHODS
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

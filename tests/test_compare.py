@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.experiments.comparison import ALL_METHODS, METHODS, CompareSettings, parse_methods
+from nnunet_slem.experiments.comparison import CompareSettings
 from nnunet_slem.experiments.comparison_report import aggregate, results_markdown
+from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, parse_methods
 from nnunet_slem.experiments.workflow import nnunet_env
 
 
@@ -145,7 +146,7 @@ def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
     comparison.s = CompareSettings("1", "3d_fullres", 0, methods=["scratch", "slem", "slem_nocfb"], seeds=5,
                                    pretrain_seeds=2)
     pretrained, finetuned = [], []
-    comparison.pretrain = lambda pretext, cfb, seed: pretrained.append((pretext, cfb, seed)) or f"{cfb}-{seed}.pth"
+    comparison.pretrain = lambda pretext, cfb, seed, _: pretrained.append((pretext, cfb, seed)) or f"{cfb}-{seed}.pth"
     comparison.finetune_and_evaluate = lambda method, seed, checkpoint, pretrain_seed: finetuned.append(
         (method.name, seed, checkpoint, pretrain_seed))
     comparison.report = lambda *args: None
@@ -153,6 +154,36 @@ def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
     assert pretrained == [("slem", True, 0), ("slem", False, 0), ("slem", True, 1), ("slem", False, 1)]
     assert ("slem", 3, "True-1.pth", 1) in finetuned and ("slem_nocfb", 4, "False-0.pth", 0) in finetuned
     assert ("scratch", 3, None, None) in finetuned and len(finetuned) == 15
+
+
+def test_pretext_variants_pretrain_with_their_options_into_their_own_folders(tmp_path, monkeypatch):
+    """A variant arm (slem_grid222) must never reuse the plain SLeM checkpoint: its pretraining gets the variant's
+    options and a results folder of its own, while slem keeps nnU-Net_results; both fine-tune with SLeMTrainer."""
+    from nnunet_slem.experiments import comparison as module
+    from nnunet_slem.experiments.methods import PRETEXT_VARIANTS
+
+    assert PRETEXT_VARIANTS["slem_grid222"].trainer == ALL_METHODS["slem"].trainer
+    commands = []
+    monkeypatch.setattr(module, "run_command", lambda args, env, log, echo=False: commands.append((args, env)))
+    comparison = module.Comparison.__new__(module.Comparison)
+    comparison.s = CompareSettings("1", "3d_fullres", 0, methods=["slem", "slem_grid222"], seeds=2, pretrain_seeds=2,
+                                   out=str(tmp_path))
+    comparison.data = type("Data", (), {"dataset_name": "Dataset001_X"})()
+    comparison.dataset_id = 1
+    comparison.root, comparison.log = tmp_path, tmp_path / "log.txt"
+    comparison.pretrain_root, comparison.extra_pretrain_root = tmp_path / "results", tmp_path / "pretrain_seeds"
+    finetuned = []
+    comparison.finetune_and_evaluate = lambda method, seed, checkpoint, pretrain_seed: finetuned.append(
+        (method.name, seed, str(checkpoint)))
+    comparison.report = lambda *args: None
+    comparison.run()
+    grids = [args[args.index("--grid") + 1] if "--grid" in args else None for args, _ in commands]
+    assert grids == [None, "2x2x2", None, "2x2x2"]
+    roots = [env["nnUNet_results"] for _, env in commands]
+    assert len(set(roots)) == 4 and all("pretrain_variants" in r for r, g in zip(roots, grids) if g)
+    slem = {seed: ckpt for name, seed, ckpt in finetuned if name == "slem"}
+    variant = {seed: ckpt for name, seed, ckpt in finetuned if name == "slem_grid222"}
+    assert all(slem[s] != variant[s] and "pretrain_variants" in variant[s] for s in (0, 1))
 
 
 def test_compare_smoke_with_the_mae_baseline_writes_an_mae_row(reduced_demo, tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nnunet_slem.experiments.comparison import ALL_METHODS, METHODS, CompareSettings, parse_methods
+from nnunet_slem.experiments.comparison import CompareSettings
+from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, parse_methods
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

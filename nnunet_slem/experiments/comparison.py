@@ -45,6 +45,7 @@ from nnunet_slem.experiments.comparison_report import (
     results_markdown,
     split_rows,
 )
+from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, Method
 from nnunet_slem.experiments.workflow import run_command
 from nnunet_slem.paths import nnunet_raw_dir
 from nnunet_slem.pretrain.locate import dataset_id_of, locate_preprocessed
@@ -53,48 +54,8 @@ from nnunet_slem.pretrain.locate import dataset_id_of, locate_preprocessed
 RECORD_VERSION = 2
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str
-    trainer: str
-    pretext: str | None  # the pretraining it starts from, None: random initialisation
-    cfb: bool
-    description: str
-
-
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("scratch", "SLeMTrainer_noCFB_noPretrain", None, False, "nnU-Net's network from random weights"),
-    Method("cfb", "SLeMTrainer_noPretrain", None, True, "CFB without SLeM (ablation)"),
-    Method("slem", "SLeMTrainer", "slem", True, "SLeM pretraining + CFB (the method)"),
-    Method("slem_nocfb", "SLeMTrainer_noCFB", "slem", False, "SLeM pretraining without CFB (ablation)"),
-    Method("taleb", "SLeMTrainer_fromTaleb", "taleb", True, "Taleb's multimodal puzzle pretraining"),
-    Method("supervoxel", "SLeMTrainer_fromSupervoxel", "supervoxel", True, "supervoxel segmentation pretraining"),
-    Method("jigen", "JiGenTrainer", None, True, "JiGen: jigsaw loss jointly with segmentation"),
-)}
-#: fine-tuning recipe variants of the SLeM arm (opt-in: ``--methods slem,slem_warmup,...``)
-RECIPE_METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("slem_warmup", "SLeMTrainer_warmupRecipe", "slem", True,
-           "SLeM fine-tuned with upstream nnU-Net's self-supervised recipe (lr 1e-3, 5 % warm-up)"),
-    Method("slem_sawtooth", "SLeMTrainer_sawtooth", "slem", True,
-           "SLeM fine-tuned with the sawtooth recipe (decoder warm-up, then whole-network warm-up)"),
-)}
-#: baselines beyond the paper's table (opt-in: ``--methods scratch,slem,mae``), kept out of the default list
-BASELINE_EXTRA: dict[str, Method] = {m.name: m for m in (
-    Method("mae", "SLeMTrainer_fromMAE", "mae", True,
-           "masked-image-modelling (MAE) pretraining, Wald et al. 2025"),
-)}
-ALL_METHODS: dict[str, Method] = {**METHODS, **RECIPE_METHODS, **BASELINE_EXTRA}
 SMOKE_PRETRAIN = {"epochs": 1, "iters": 2, "batch": 2}
 SMOKE_SCHEDULE = {"epochs": 1, "iters": 2, "val_iters": 1}
-
-
-def parse_methods(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in ALL_METHODS]
-    if unknown or not names:
-        raise UserFacingError(f"Unknown method(s) {unknown or text!r} in --methods; choose from "
-                              f"{','.join(ALL_METHODS)} (comma separated).")
-    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -230,13 +191,14 @@ class Comparison:
         methods = [ALL_METHODS[m] for m in self.s.methods]
         checkpoints = {}
         for pretrain_seed in range(min(self.s.pretrain_seeds, self.s.seeds)):
-            for pretext, cfb in dict.fromkeys((m.pretext, m.cfb) for m in methods if m.pretext):
-                checkpoints[(pretext, cfb, pretrain_seed)] = self.pretrain(pretext, cfb, pretrain_seed)
+            for pretext, cfb, options in dict.fromkeys(m.pretraining for m in methods if m.pretext):
+                checkpoints[(pretext, cfb, options, pretrain_seed)] = self.pretrain(pretext, cfb, pretrain_seed,
+                                                                                   options)
         rows = []
         for seed in range(self.s.seeds):
             pretrain_seed = seed % self.s.pretrain_seeds
             for method in methods:
-                checkpoint = checkpoints.get((method.pretext, method.cfb, pretrain_seed))
+                checkpoint = checkpoints.get((*method.pretraining, pretrain_seed))
                 rows.append(self.finetune_and_evaluate(method, seed, checkpoint,
                                                        pretrain_seed if method.pretext else None))
         self.report(rows, checkpoints, time.perf_counter() - start)
@@ -247,13 +209,17 @@ class Comparison:
         with open(self.log, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
 
-    def pretrain_results_root(self, pretrain_seed: int) -> Path:
-        """Seed 0: the usual place (``$nnUNet_results``, which ``SLeMTrainer`` also finds); others their own."""
+    def pretrain_results_root(self, pretrain_seed: int, options: tuple[str, ...] = ()) -> Path:
+        """Seed 0: the usual place (``$nnUNet_results``, which ``SLeMTrainer`` also finds); others their own, and
+        pretext variants (``options``) a folder per variant beside them, so none stands in for another."""
+        if options:
+            variant = "_".join(o.lstrip("-").replace("-", "") for o in options)
+            return self.extra_pretrain_root.parent / "pretrain_variants" / variant / f"seed_{pretrain_seed}"
         return self.pretrain_root if pretrain_seed == 0 else self.extra_pretrain_root / f"seed_{pretrain_seed}"
 
-    def pretrain(self, pretext: str, cfb: bool, pretrain_seed: int = 0) -> Path:
+    def pretrain(self, pretext: str, cfb: bool, pretrain_seed: int = 0, options: tuple[str, ...] = ()) -> Path:
         """The method's pretraining checkpoint: reused when final, resumed when partial, else trained."""
-        results_root = self.pretrain_results_root(pretrain_seed)
+        results_root = self.pretrain_results_root(pretrain_seed, options)
         folder = pretrain_output_folder(results_root, self.data.dataset_name, self.s.plans,
                                         self.s.configuration, pretext, cfb)
         final = folder / "checkpoint_final.pth"
@@ -261,7 +227,7 @@ class Comparison:
             self._say(f"[pretrain {folder.name}] finished checkpoint found, reused: {final}")
             return final
         args = ["nnunet-slem", "pretrain", "-d", self.dataset_id, "-c", self.s.configuration, "-p", self.s.plans,
-                "-device", self.s.device, "--pretext", pretext, "--seed", pretrain_seed]
+                "-device", self.s.device, "--pretext", pretext, "--seed", pretrain_seed, *options]
         for flag, value in (("--epochs", self.s.pretrain_epochs), ("--iters-per-epoch", self.s.pretrain_iters),
                             ("--batch-size", self.s.pretrain_batch)):
             if value is not None:
@@ -272,7 +238,7 @@ class Comparison:
             args += ["--audit-samples", 0, "--probe-samples", 0]
         if (folder / "checkpoint_latest.pth").is_file():
             args.append("--resume")
-        self._say(f"[pretrain {folder.name} seed {pretrain_seed}]")
+        self._say(f"[pretrain {folder.name} seed {pretrain_seed}{' ' + ' '.join(options) if options else ''}]")
         run_command(args, self.env(results_root), self.log, echo=True)
         return final
 
@@ -436,13 +402,14 @@ class Comparison:
 
 def pretraining_notes(checkpoints: dict) -> str:
     lines = ["Pretraining checkpoints:"]
-    for (pretext, cfb, pretrain_seed), path in checkpoints.items():
+    for (pretext, cfb, options, pretrain_seed), path in checkpoints.items():
         try:
             ckpt = load_checkpoint(path)
             log = ckpt["logging"]
             score = f", final held-out pretext score {log['eval_acc'][-1]:.3f}" if log["eval_acc"] else ""
-            lines.append(f"- {pretext}{'' if cfb else ' (no CFB)'} seed {pretrain_seed}: {ckpt['epoch']} epochs{score} "
-                         f"({path})")
+            variant = f" {' '.join(options)}" if options else ""
+            lines.append(f"- {pretext}{variant}{'' if cfb else ' (no CFB)'} seed {pretrain_seed}: {ckpt['epoch']} "
+                         f"epochs{score} ({path})")
         except UserFacingError as e:
             lines.append(f"- {pretext} seed {pretrain_seed}: unreadable ({e})")
     return "\n".join(lines) + "\n"
