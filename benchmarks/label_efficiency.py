@@ -20,7 +20,10 @@ invocation, each within about 90 minutes on 2 CPU cores, and the last one report
     python benchmarks/label_efficiency.py run --root /tmp/bench --methods scratch,slem,mae --labeled 4  # + MAE
     python benchmarks/label_efficiency.py report --root /tmp/bench --out benchmarks/results/label_efficiency
 
-``report`` merges every comparison under the root into one ``paired.csv``/``summary.md``, a forest plot, and
+``report`` copies every evaluated run record (per-case Dice, a few kB) and the scratch arm's validation curves
+into ``<out>/records/<comparison>/`` first, which the repository keeps, and reports from there: the figures do not
+depend on the benchmark folder surviving, and arms run later pair with the stored ones. It merges every
+comparison into one ``paired.csv``/``summary.md``, a forest plot, and
 ``convergence.png``: the scratch arm's validation pseudo-Dice per epoch, which shows whether the fine-tuning
 schedule was long enough for scratch to converge.
 """
@@ -121,6 +124,34 @@ def _records(compare_dir: Path) -> list[dict]:
     return [r for r in records if r.get("record_version") == RECORD_VERSION and "test" in r["splits"]]
 
 
+def archive(root: Path | None, archive_dir: Path) -> None:
+    """Copy every evaluated run record and the scratch arm's validation curves of ``root/compare/K*`` into
+    ``archive_dir/<comparison>/`` (a few kB per run, kept in the repository): the report is computed from the
+    archive, so the figures survive the loss of the benchmark folder and new arms pair with stored runs."""
+    from nnunet_slem.atomic import write_json_atomic
+
+    for compare_dir in sorted(root.glob("compare/K*")) if root else []:
+        target = archive_dir / compare_dir.name
+        for record in _records(compare_dir):
+            write_json_atomic(target / f"seed_{record['seed']}" / f"{record['method']}.json", record)
+        curves = _scratch_curves(compare_dir)
+        if curves:
+            stored = target / "scratch_curves.json"
+            known = json.loads(stored.read_text(encoding="utf-8")) if stored.is_file() else {}
+            write_json_atomic(stored, {**known, **dict(curves)})
+
+
+def _archived(archive_dir: Path) -> dict[str, tuple[list[dict], list[tuple[str, list[float]]]]]:
+    """comparison -> (run records, scratch curves) from the archive."""
+    out = {}
+    for target in sorted(p for p in archive_dir.glob("K*") if p.is_dir()):
+        records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(target.glob("seed_*/*.json"))]
+        curves_file = target / "scratch_curves.json"
+        curves = json.loads(curves_file.read_text(encoding="utf-8")) if curves_file.is_file() else {}
+        out[target.name] = (records, sorted(curves.items(), key=lambda kv: int(kv[0].split("_")[-1])))
+    return out
+
+
 def _contrast_markdown(contrasts: list) -> str:
     """``slem - X`` for every other arm X, in the layout of the paired tables (reference = X)."""
     if not contrasts:
@@ -132,8 +163,9 @@ def _contrast_markdown(contrasts: list) -> str:
 
 
 def report(args: argparse.Namespace) -> None:
-    """Every comparison under ``--root`` into ``--out``: paired differences to scratch on the test split (over the
-    seeds both arms have finished, so an arm still running is reported with its ``n_seeds`` so far), ``slem`` minus
+    """Every comparison under ``--root`` (archived first, :func:`archive`) and in the archive into ``--out``: paired
+    differences to scratch on the test split (over the seeds both arms have finished, so an arm still running is
+    reported with its ``n_seeds`` so far), ``slem`` minus
     every other arm (``paired.csv`` rows whose reference is that arm), mean ± std tables, the forest plot of the mean
     over regions, and the scratch arm's validation curves."""
     import matplotlib
@@ -154,9 +186,10 @@ def report(args: argparse.Namespace) -> None:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    archive(args.root, out / "records")
+    comparisons = _archived(out / "records")
     csv_parts, sections, forest = [], [], []
-    for compare_dir in sorted((args.root / "compare").glob("K*")):
-        records = _records(compare_dir)
+    for name, (records, _) in comparisons.items():
         if not records or len({r["method"] for r in records}) < 2:
             continue
         regions = list(records[0]["splits"]["test"]["dice"])
@@ -164,27 +197,27 @@ def report(args: argparse.Namespace) -> None:
         diffs = paired_differences(cases, reference="scratch", regions=regions)
         body = paired_csv(diffs).splitlines()
         csv_parts += [body[0] + ",comparison"] if not csv_parts else []
-        csv_parts += [f"{line},{compare_dir.name}" for line in body[1:]]
-        forest += [PairedDifference(**{**d.__dict__, "method": f"{d.method} ({compare_dir.name})"})
+        csv_parts += [f"{line},{name}" for line in body[1:]]
+        forest += [PairedDifference(**{**d.__dict__, "method": f"{d.method} ({name})"})
                    for d in diffs if d.region == "mean"]
         # the method against each other arm (its ablations, recipe variants and other pretexts): slem - X
         contrasts = [d for other in sorted({r["method"] for r in records} - {"scratch", "slem"})
                      for d in paired_differences(cases, reference=other, regions=regions) if d.method == "slem"]
         body = paired_csv(contrasts).splitlines()
-        csv_parts += [f"{line},{compare_dir.name}" for line in body[1:]]
-        table = results_markdown(split_rows(records, "test"), regions, ALL_METHODS, f"## {compare_dir.name}",
+        csv_parts += [f"{line},{name}" for line in body[1:]]
+        table = results_markdown(split_rows(records, "test"), regions, ALL_METHODS, f"## {name}",
                                  "Held-out test cases.")
         sections.append(table + "\n" + paired_markdown(diffs, collapsed_runs(cases, regions)) + "\n"
                         + _contrast_markdown(contrasts))
-        plot_paired(diffs, out / f"{compare_dir.name}__paired.png", f"{compare_dir.name}: method − scratch, test split")
+        plot_paired(diffs, out / f"{name}__paired.png", f"{name}: method − scratch, test split")
     if not csv_parts:
-        sys.exit(f"No comparison with two evaluated arms under {args.root}/compare.")
+        sys.exit(f"No comparison with two evaluated arms under {args.root}/compare or in {out}/records.")
     (out / "paired.csv").write_text("\n".join(csv_parts) + "\n", encoding="utf-8")
     plot_paired(forest, out / "paired_mean.png", "label-efficiency benchmark: mean Dice of WT/TC/ET, method − scratch")
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for compare_dir in sorted((args.root / "compare").glob("K*")):
-        for seed, curve in _scratch_curves(compare_dir):
-            ax.plot(curve, lw=1, label=f"{compare_dir.name} {seed}")
+    for name, (_, curves) in comparisons.items():
+        for seed, curve in curves:
+            ax.plot(curve, lw=1, label=f"{name} {seed}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("scratch: validation pseudo-Dice")
     ax.set_title("Has training from scratch converged?", fontsize=9)
@@ -220,7 +253,8 @@ def main() -> None:
                 "val_iters"):
         r.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     q = sub.add_parser("report")
-    q.add_argument("--root", type=Path, required=True)
+    q.add_argument("--root", type=Path, default=None,
+                   help="benchmark folder whose runs are added to the archive first; none: report the archive only")
     q.add_argument("--out", type=Path, default=Path("benchmarks/results/label_efficiency"))
     args = parser.parse_args()
     {"prepare": prepare, "run": run, "report": report}[args.step](args)

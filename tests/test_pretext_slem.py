@@ -201,6 +201,43 @@ def test_shuffle_moves_each_block_to_the_assigned_modality(
     assert torch.equal(shuffled[0], batch[0])
 
 
+def test_cross_case_takes_every_block_from_another_patch() -> None:
+    """value = patch * 1e7 + channel * 1e6 + voxel: block b of sample i must come from patch (i + b) % n, still
+    shuffled by its assignment, and never from sample i itself."""
+    pretext = SLeMPretext(SLeMPretextConfig(cross_case=True, **OFF), num_modalities=2, spatial_dims=3)
+    n, shape = 5, (16, 16, 8)
+    images = _coded(n, 2, shape) + torch.arange(n, dtype=torch.float64).reshape(n, 1, 1, 1, 1) * 1e7
+    out, labels, layouts = pretext.sample(images, torch.Generator().manual_seed(0))
+    patch = np.floor(out.numpy() / 1e7).astype(np.int64)
+    for i, layout in enumerate(layouts):
+        expected = (i + layout.block_index_map()) % n
+        assert (patch[i] == expected).all() and (patch[i] != i).any()
+    _check_shuffle(pretext, images, out - torch.as_tensor(patch * 1e7), labels, layouts)
+
+
+def test_modality_dropout_zeroes_whole_channels_of_blocks_but_never_a_whole_block() -> None:
+    p = 0.5
+    pretext = SLeMPretext(SLeMPretextConfig(modality_dropout=p, **OFF), num_modalities=4, spatial_dims=3)
+    images = _coded(64, 4, (16, 16, 8)) + 1  # no zero anywhere before the dropout
+    out, labels, layouts = pretext.sample(images, torch.Generator().manual_seed(0))
+    dropped = []
+    for i, layout in enumerate(layouts):
+        for sl in layout.block_slices():
+            block = out[(i, slice(None), *sl)].reshape(4, -1)
+            zero = (block == 0).all(1)
+            assert ((block == 0).any(1) == zero).all() and not zero.all()  # whole channels, never all four
+            dropped.append(zero.float().mean())
+    # (3 of 4 channels can drop): between 0.3 and 0.5 of the channels are zero on average for p = 0.5
+    assert 0.3 < float(torch.stack(dropped).mean()) < 0.5
+    kept = out != 0  # what is left is the plain shuffle
+    plain = SLeMPretext(SLeMPretextConfig(**OFF), num_modalities=4, spatial_dims=3).apply(images, labels, layouts)
+    assert torch.equal(out[kept], plain[kept])
+    same = pretext.sample(images, torch.Generator().manual_seed(0))[0]
+    assert torch.equal(out, same)
+    with pytest.raises(PretextConfigError, match="modality_dropout"):
+        SLeMPretextConfig(modality_dropout=1.0)
+
+
 def test_float16_input_keeps_dtype_and_values() -> None:
     pretext = SLeMPretext(SLeMPretextConfig(**OFF), num_modalities=2, spatial_dims=3)
     images = torch.randn(3, 2, 8, 8, 8).half()

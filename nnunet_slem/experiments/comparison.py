@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -213,7 +214,7 @@ class Comparison:
         """Seed 0: the usual place (``$nnUNet_results``, which ``SLeMTrainer`` also finds); others their own, and
         pretext variants (``options``) a folder per variant beside them, so none stands in for another."""
         if options:
-            variant = "_".join(o.lstrip("-").replace("-", "") for o in options)
+            variant = "_".join(re.sub(r"[^\w.-]+", "-", o.lstrip("-")) for o in options)  # e.g. grid_2x2x2
             return self.extra_pretrain_root.parent / "pretrain_variants" / variant / f"seed_{pretrain_seed}"
         return self.pretrain_root if pretrain_seed == 0 else self.extra_pretrain_root / f"seed_{pretrain_seed}"
 

@@ -49,6 +49,12 @@ PRETEXT_VARIANTS: dict[str, Method] = {m.name: m for m in (
            ("--grid", "2x2x2")),
     Method("slem_assign100", "SLeMTrainer", "slem", True, "SLeM pretext with 100 assignments instead of 24",
            ("--num-assignments", "100")),
+    Method("slem_crosscase", "SLeMTrainer", "slem", True,
+           "SLeM pretext whose blocks come from different patches (no anatomy across seams)",
+           ("--pretext-option", "cross_case=true")),
+    Method("slem_mdrop", "SLeMTrainer", "slem", True,
+           "SLeM pretext with per-block modality dropout (each channel of a block zeroed with p = 0.25)",
+           ("--pretext-option", "modality_dropout=0.25")),
 )}
 #: baselines beyond the paper's table (opt-in: ``--methods scratch,slem,mae``), kept out of the default list
 BASELINE_EXTRA: dict[str, Method] = {m.name: m for m in (

@@ -94,3 +94,15 @@ def zero_seams(images: Tensor, layouts: Sequence[BlockLayout], band: int) -> Ten
             for sl in seam_slices(layout, band):
                 images[(i, slice(None), *sl)] = 0
     return images
+
+
+def cross_case_composite(images: Tensor, layouts: Sequence[BlockLayout]) -> Tensor:
+    """Block ``b`` of sample ``i`` from patch ``(i + b) % n`` of the batch, in sample ``i``'s layout: with at least
+    as many patches as blocks, every block of a sample comes from another patch (another case, usually), so no
+    anatomy continues across a seam. The pretext option ``cross_case`` and the ``cross_case`` probe use it."""
+    out = images.clone()
+    n = images.shape[0]
+    for i, layout in enumerate(layouts):
+        for b, sl in enumerate(layout.block_slices()):
+            out[(i, slice(None), *sl)] = images[((i + b) % n, slice(None), *sl)]
+    return out

@@ -53,6 +53,15 @@ channels, ``spatial`` = ``(X, Y, Z)`` or ``(X, Y)``):
      perturbs histogram shape, which z-scoring leaves as a modality fingerprint. It is skipped with
      ``"rank"`` normalisation, where a monotonic intensity change cannot alter anything.
 
+5. **Harder variants** (off by default; ``compare``'s pretext-variant arms measure them on held-out Dice):
+
+   * ``cross_case``: before the shuffle, block ``b`` of sample ``i`` is taken from patch ``(i + b) % n`` of the
+     batch (:func:`~nnunet_slem.pretext.blocks.cross_case_composite`), so no anatomy continues across a seam and
+     every block must be recognised from its own content.
+   * ``modality_dropout`` ``p``: after the guards, each channel of each block is zeroed with probability ``p``
+     (never all channels of a block), the same way for every class, so the network must tell the sequences
+     apart from whichever are left.
+
 Everything heavy runs on the device of ``images``; the few random numbers (labels, layouts, augmentation
 parameters) come from the ``torch.Generator`` passed in, on the generator's device, and are moved over.
 """
@@ -71,7 +80,7 @@ from torch import Tensor
 from nnunet_slem.pretext.assignments import PretextConfigError, build_assignment_set
 from nnunet_slem.pretext.base import StoredConfig, grid_for
 from nnunet_slem.pretext.block_norm import NORMALIZATIONS, normalize_rows
-from nnunet_slem.pretext.blocks import BlockLayout, jittered_cuts, zero_seams
+from nnunet_slem.pretext.blocks import BlockLayout, cross_case_composite, jittered_cuts, zero_seams
 from nnunet_slem.pretext.checks import as_labels, check_image_batch
 from nnunet_slem.pretext.class_table import ClassTablePretext
 from nnunet_slem.pretext.intensity_aug import intensity_params, intensity_transform
@@ -106,6 +115,8 @@ class SLeMPretextConfig(StoredConfig):
     intensity_aug: bool = True
     foreground_only: bool = True
     seam_band: int = 0
+    cross_case: bool = False
+    modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         self.grid = tuple(int(p) for p in self.grid)
@@ -115,6 +126,8 @@ class SLeMPretextConfig(StoredConfig):
             raise PretextConfigError(f"jitter must be in [0, 0.5) of the axis length, got {self.jitter}.")
         if self.min_block < 1:
             raise PretextConfigError(f"min_block must be >= 1 voxel, got {self.min_block}.")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise PretextConfigError(f"modality_dropout must be a probability in [0, 1), got {self.modality_dropout}.")
         if self.seam_band < 0:
             raise PretextConfigError(f"seam_band must be >= 0 voxels (0: off), got {self.seam_band}.")
         if self.normalization not in NORMALIZATIONS:
@@ -288,9 +301,22 @@ class SLeMPretext(ClassTablePretext):
                     foreground = (source != 0).any(dim=0) if foreground_only else None
                     block = self._guard(block, None if aug is None else aug[i, b], foreground)
                 out[index] = block
+        if self.config.modality_dropout:
+            self._drop_channels(out, layouts, generator)
         if self.config.seam_band:
             zero_seams(out, layouts, self.config.seam_band)
         return out
+
+    def _drop_channels(self, out: Tensor, layouts: Sequence[BlockLayout], generator: torch.Generator | None) -> None:
+        """Zero each (block, channel) with probability ``modality_dropout``, keeping at least one channel per block
+        (its largest draw); drawn independently of the labels, so the dropout carries no label information."""
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand((out.shape[0], self.num_blocks, self.num_modalities), generator=generator,
+                       device=gen_device)
+        drop = u < self.config.modality_dropout
+        drop &= u != u.max(dim=-1, keepdim=True).values
+        for i, b, c in drop.nonzero().tolist():
+            out[(i, c, *layouts[i].block_slices()[b])] = 0
 
     def _guard(self, block: Tensor, aug: Tensor | None, foreground: Tensor | None = None) -> Tensor:
         """Intensity augmentation then renormalisation of one ``(M, *block_shape)`` block, per channel.
@@ -315,6 +341,8 @@ class SLeMPretext(ClassTablePretext):
         labels = torch.randint(self.num_classes, (n,), generator=generator, device=gen_device)
         labels = labels.to(images.device, non_blocking=True)
         layouts = self.sample_layouts(images.shape[2:], n, generator)
+        if self.config.cross_case:
+            images = cross_case_composite(images, layouts)
         return self.apply(images, labels, layouts, generator), labels, layouts
 
     # ---------------------------------------------------------------------------------- persistence

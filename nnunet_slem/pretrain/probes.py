@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from nnunet_slem.pretext.blocks import BlockLayout, zero_seams
+from nnunet_slem.pretext.blocks import cross_case_composite, zero_seams
 from nnunet_slem.pretext.slem import SLeMPretext
 
 __all__ = ["PROBES", "STRONG_DROP", "ProbeResult", "run_probes"]
@@ -81,16 +81,6 @@ class ProbeResult:
                 f"background noise {noise}")
 
 
-def _composite(images: Tensor, layouts: list[BlockLayout]) -> Tensor:
-    """Block ``b`` of sample ``i`` from patch ``(i + b) % n`` of the batch: every block from another patch."""
-    out = images.clone()
-    n = images.shape[0]
-    for i, layout in enumerate(layouts):
-        for b, sl in enumerate(layout.block_slices()):
-            out[(i, slice(None), *sl)] = images[((i + b) % n, slice(None), *sl)]
-    return out
-
-
 @torch.no_grad()
 def run_probes(
     classifier: Callable[[Tensor], Tensor],
@@ -129,7 +119,7 @@ def run_probes(
         noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
         background = (images == 0).all(dim=1, keepdim=True)
         background_voxels += int(background[:count].sum())
-        sources = {"plain": images, "cross_case": _composite(images, layouts),
+        sources = {"plain": images, "cross_case": cross_case_composite(images, layouts),
                    "background_noise": torch.where(background, noise, images)}
         # the same augmentation draws for every probe: a fresh generator with one seed each time
         inputs = {name: pretext.apply(x, labels, layouts, torch.Generator().manual_seed(aug_seed))
