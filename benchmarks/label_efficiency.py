@@ -18,11 +18,14 @@ invocation, each within about 90 minutes on 2 CPU cores, and the last one report
     python benchmarks/label_efficiency.py run --root /tmp/bench --methods scratch,slem --labeled 4
     python benchmarks/label_efficiency.py run --root /tmp/bench --methods scratch,slem,cfb,slem_nocfb --labeled 4
     python benchmarks/label_efficiency.py run --root /tmp/bench --methods scratch,slem,mae --labeled 4  # + MAE
+    python benchmarks/label_efficiency.py run --root /tmp/bench --methods slem_grid222 --labeled 4  # a pretext variant
     python benchmarks/label_efficiency.py report --root /tmp/bench --out benchmarks/results/label_efficiency
 
 ``report`` copies every evaluated run record (per-case Dice, a few kB) and the scratch arm's validation curves
 into ``<out>/records/<comparison>/`` first, which the repository keeps, and reports from there: the figures do not
-depend on the benchmark folder surviving, and arms run later pair with the stored ones. It merges every
+depend on the benchmark folder surviving, and arms run later pair with the stored ones (in a fresh folder, after
+``prepare``, run only the new arm: ``run --methods slem_mdrop``; its seeds pair with the stored scratch runs of the
+same K). It merges every
 comparison into one ``paired.csv``/``summary.md``, a forest plot, and
 ``convergence.png``: the scratch arm's validation pseudo-Dice per epoch, which shows whether the fine-tuning
 schedule was long enough for scratch to converge.
