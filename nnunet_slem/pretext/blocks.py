@@ -98,8 +98,8 @@ def zero_seams(images: Tensor, layouts: Sequence[BlockLayout], band: int) -> Ten
 
 def cross_case_composite(images: Tensor, layouts: Sequence[BlockLayout]) -> Tensor:
     """Block ``b`` of sample ``i`` from patch ``(i + b) % n`` of the batch, in sample ``i``'s layout: with at least
-    as many patches as blocks, every block of a sample comes from another patch (another case, usually), so no
-    anatomy continues across a seam. The pretext option ``cross_case`` and the ``cross_case`` probe use it."""
+    as many patches as blocks, the blocks of a sample come from as many different patches (other cases, usually),
+    so no anatomy continues across a seam. The pretext option ``cross_case`` and the ``cross_case`` probe use it."""
     out = images.clone()
     n = images.shape[0]
     for i, layout in enumerate(layouts):

@@ -56,8 +56,9 @@ channels, ``spatial`` = ``(X, Y, Z)`` or ``(X, Y)``):
 5. **Harder variants** (off by default; ``compare``'s pretext-variant arms measure them on held-out Dice):
 
    * ``cross_case``: before the shuffle, block ``b`` of sample ``i`` is taken from patch ``(i + b) % n`` of the
-     batch (:func:`~nnunet_slem.pretext.blocks.cross_case_composite`), so no anatomy continues across a seam and
-     every block must be recognised from its own content.
+     batch (:func:`~nnunet_slem.pretext.blocks.cross_case_composite`), so the blocks of a sample come from
+     different patches, no anatomy continues across a seam, and every block must be recognised from its own
+     content.
    * ``modality_dropout`` ``p``: after the guards, each channel of each block is zeroed with probability ``p``
      (never all channels of a block), the same way for every class, so the network must tell the sequences
      apart from whichever are left.
