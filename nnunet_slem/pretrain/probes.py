@@ -9,8 +9,8 @@ intact but removes one candidate shortcut, and scores held-out accuracy on the s
   drop means the network reads continuity across seams (which channel of a block continues which channel of
   its neighbour) rather than recognising each block's modalities;
 * ``cross_case``: composites whose blocks come from different patches (other random cases; block ``b`` of
-  sample ``i`` from patch ``i + b``), assembled before the pretext with the same layout. A strong drop means it uses cross-block
-  continuity or case consistency;
+  sample ``i`` from patch ``i + b``), assembled before the pretext with the same layout. A strong drop means
+  it uses cross-block continuity or case consistency;
 * ``background_noise``: voxels where every channel is exactly 0 get N(0, 1) noise per channel before the
   pretext (``None``, shown as ``n/a``, when the data has no exact-zero background). A strong drop means it
   uses the background (its ties, its extent) rather than the tissue.
