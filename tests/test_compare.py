@@ -184,6 +184,11 @@ def test_pretext_variants_pretrain_with_their_options_into_their_own_folders(tmp
     slem = {seed: ckpt for name, seed, ckpt in finetuned if name == "slem"}
     variant = {seed: ckpt for name, seed, ckpt in finetuned if name == "slem_grid222"}
     assert all(slem[s] != variant[s] and "pretrain_variants" in variant[s] for s in (0, 1))
+    # ... and fine-tunes into its own nnUNet_results: the same trainer must not find slem's model there
+    methods = [ALL_METHODS[m] for m in ("scratch", "slem", "slem_warmup", "slem_grid222", "slem_mdrop")]
+    roots = [comparison.finetune_results_root(m, 0) for m in methods]
+    assert len({(r, m.trainer) for r, m in zip(roots, methods)}) == len(methods)
+    assert roots[0] == roots[1] == tmp_path / "runs" / "seed_0" / "nnUNet_results"  # stored runs stay where they are
 
 
 def test_compare_smoke_with_the_mae_baseline_writes_an_mae_row(reduced_demo, tmp_path):

@@ -263,6 +263,12 @@ class Comparison:
     def run_folder(self, seed: int) -> Path:
         return self.root / "runs" / f"seed_{seed}"
 
+    def finetune_results_root(self, method: Method, seed: int) -> Path:
+        """``nnUNet_results`` of the method's fine-tuning at ``seed``. A pretext variant fine-tunes with the same
+        trainer as ``slem``, so it gets a folder of its own: in the shared one it would find slem's model."""
+        suffix = f"__{method.name}" if method.pretext_args else ""
+        return self.run_folder(seed) / f"nnUNet_results{suffix}"
+
     def finetune_and_evaluate(self, method: Method, seed: int, checkpoint: Path | None,
                               pretrain_seed: int | None = None) -> dict:
         record = self.run_folder(seed) / f"{method.name}.json"
@@ -276,7 +282,7 @@ class Comparison:
                         "must not be compared), or delete that folder to start it over.")
                 self._say(f"[{method.name} seed {seed}] done already, skipped")
                 return done
-        results_root = self.run_folder(seed) / "nnUNet_results"
+        results_root = self.finetune_results_root(method, seed)
         model = convert_trainer_plans_config_to_identifier(method.trainer, self.s.plans, self.s.configuration)
         fold_dir = results_root / self.data.dataset_name / model / f"fold_{self.s.fold}"
         extra = {"SLEM_LABELED_SEED": str(seed), "SLEM_SEED": str(seed), "SLEM_SAVE_EVERY": str(self.s.save_every)}
