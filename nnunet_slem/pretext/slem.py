@@ -291,6 +291,7 @@ class SLeMPretext(ClassTablePretext):
         aug = self._aug_params(n, generator, images.device) if use_aug else None
         guarded = use_aug or self.config.normalization != "none"
         foreground_only = guarded and self.config.foreground_only
+        drop = self._dropped_channels(n, generator, images.device) if self.config.modality_dropout else None
         out = torch.empty_like(images)
         for i, layout in enumerate(layouts):
             for b, slices in enumerate(layout.block_slices()):
@@ -301,23 +302,22 @@ class SLeMPretext(ClassTablePretext):
                     # the mask of the unshuffled block: the same for every class, so it carries no label
                     foreground = (source != 0).any(dim=0) if foreground_only else None
                     block = self._guard(block, None if aug is None else aug[i, b], foreground)
+                if drop is not None:
+                    block[drop[i, b]] = 0
                 out[index] = block
-        if self.config.modality_dropout:
-            self._drop_channels(out, layouts, generator)
         if self.config.seam_band:
             zero_seams(out, layouts, self.config.seam_band)
         return out
 
-    def _drop_channels(self, out: Tensor, layouts: Sequence[BlockLayout], generator: torch.Generator | None) -> None:
-        """Zero each (block, channel) with probability ``modality_dropout``, keeping at least one channel per block
-        (its largest draw); drawn independently of the labels, so the dropout carries no label information."""
+    def _dropped_channels(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """``(N, B, M)`` bools: the (block, channel) pairs to zero, each with probability ``modality_dropout`` and
+        never all channels of a block (the largest draw survives); drawn independently of the labels, so the
+        dropout carries no label information."""
         gen_device = generator.device if generator is not None else torch.device("cpu")
-        u = torch.rand((out.shape[0], self.num_blocks, self.num_modalities), generator=generator,
-                       device=gen_device)
+        u = torch.rand((n, self.num_blocks, self.num_modalities), generator=generator, device=gen_device)
         drop = u < self.config.modality_dropout
         drop &= u != u.max(dim=-1, keepdim=True).values
-        for i, b, c in drop.nonzero().tolist():
-            out[(i, c, *layouts[i].block_slices()[b])] = 0
+        return drop.to(device)
 
     def _guard(self, block: Tensor, aug: Tensor | None, foreground: Tensor | None = None) -> Tensor:
         """Intensity augmentation then renormalisation of one ``(M, *block_shape)`` block, per channel.
