@@ -302,8 +302,8 @@ class SLeMPretext(ClassTablePretext):
                     # the mask of the unshuffled block: the same for every class, so it carries no label
                     foreground = (source != 0).any(dim=0) if foreground_only else None
                     block = self._guard(block, None if aug is None else aug[i, b], foreground)
-                if drop is not None:
-                    block[drop[i, b]] = 0
+                if drop is not None:  # a broadcast mask, not boolean indexing: no host sync per block on a GPU
+                    block = block.masked_fill(drop[i, b].view(-1, *(1,) * len(slices)), 0)
                 out[index] = block
         if self.config.seam_band:
             zero_seams(out, layouts, self.config.seam_band)
