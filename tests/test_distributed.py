@@ -70,6 +70,26 @@ def test_pretext_draws_are_per_sample(project, tmp_path):
     assert torch.equal(labels, torch.cat([p[1] for p in parts]))
 
 
+def test_cross_case_pretraining_takes_blocks_from_other_patches(project, tmp_path):
+    """The pretrainer draws every sample with its own generator; cross_case must still see the whole batch
+    (drawn one image at a time it had no other patch and silently trained plain SLeM)."""
+    def pretrainer(batch_size: int) -> SLeMPretrainer:
+        return SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
+                              PretrainSettings(batch_size=batch_size, audit_samples=0, probe_samples=0,
+                                               pretext={"cross_case": True, "normalization": "none",
+                                                        "intensity_aug": False}),
+                              results_root=tmp_path, preprocessed_root=project.env["nnUNet_preprocessed"])
+    trainer = pretrainer(BATCH)
+    n = BATCH
+    images = torch.ones((n, 4, *trainer.patch_size)) * torch.arange(1, n + 1).reshape(n, 1, 1, 1, 1)
+    inputs, _ = trainer.pretext_batch(images, [21, 22, 23, 24])
+    assert trainer.pretext.num_blocks == n  # so each sample's blocks come from all n patches, one each
+    for i in range(n):  # patch p holds the value p + 1 everywhere
+        assert set(inputs[i].unique().tolist()) == set(range(1, n + 1)), f"sample {i}"
+    with pytest.raises(UserFacingError, match=r"cross_case .* 1 patch.*--batch-size"):
+        pretrainer(1)
+
+
 def test_batch_must_split_evenly(project, tmp_path):
     assert local_batch_size(8, DistContext(rank=1, world_size=4)) == 2
     with pytest.raises(UserFacingError, match=r"global batch size 3 .* 2 processes.*--batch-size 2 or 4"):

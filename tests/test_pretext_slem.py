@@ -215,6 +215,29 @@ def test_cross_case_takes_every_block_from_another_patch() -> None:
     _check_shuffle(pretext, images, out - torch.as_tensor(patch * 1e7), labels, layouts)
 
 
+def test_sample_each_draws_like_per_sample_calls_but_mixes_patches_for_cross_case() -> None:
+    """The pretrainer draws each sample with its own generator; without cross_case that must be exactly what
+    per-image ``sample`` calls draw, with it every block must still come from patch (i + b) % n of the batch
+    (drawn one image at a time, cross_case had no other patch to take blocks from and did nothing)."""
+    n, shape = 5, (16, 16, 8)
+    images = _coded(n, 2, shape) + torch.arange(n, dtype=torch.float64).reshape(n, 1, 1, 1, 1) * 1e7
+    seeds = [3, 1, 4, 1, 5]
+    plain = SLeMPretext(SLeMPretextConfig(modality_dropout=0.3), num_modalities=2, spatial_dims=3)
+    out, labels, layouts = plain.sample_each(images, [torch.Generator().manual_seed(s) for s in seeds])
+    for j, s in enumerate(seeds):
+        one, label, layout = plain.sample(images[j:j + 1], torch.Generator().manual_seed(s))
+        assert torch.equal(out[j:j + 1], one) and torch.equal(labels[j:j + 1], label) and layouts[j] == layout[0]
+
+    mixed = SLeMPretext(SLeMPretextConfig(cross_case=True, **OFF), num_modalities=2, spatial_dims=3)
+    out, labels, layouts = mixed.sample_each(images, [torch.Generator().manual_seed(s) for s in seeds])
+    patch = np.floor(out.numpy() / 1e7).astype(np.int64)
+    for i, layout in enumerate(layouts):
+        assert (patch[i] == (i + layout.block_index_map()) % n).all()
+    _check_shuffle(mixed, images, out - torch.as_tensor(patch * 1e7), labels, layouts)
+    with pytest.raises(PretextConfigError, match=r"cross_case .* batch has 1 patch.*--batch-size"):
+        mixed.sample(images[:1], torch.Generator().manual_seed(0))
+
+
 def test_modality_dropout_zeroes_whole_channels_of_blocks_but_never_a_whole_block() -> None:
     p = 0.5
     pretext = SLeMPretext(SLeMPretextConfig(modality_dropout=p, **OFF), num_modalities=4, spatial_dims=3)

@@ -253,8 +253,11 @@ def _draw_features(
     feats: dict[str, list[Tensor]] = {g: [] for g in groups}
     labels = []
     for start in range(0, n, batch_size):
-        images = sample_images(min(batch_size, n - start))
+        k = min(batch_size, n - start)
+        # cross_case mixes the patches of a batch, so it never gets a batch of one
+        images = sample_images(max(k, 2) if pretext.config.cross_case else k)
         shuffled, y, layouts = pretext.sample(images, generator)
+        shuffled, y, layouts = shuffled[:k], y[:k], layouts[:k]
         for g in groups:
             kwargs = {"bins": bins} if g == "histogram" else {}
             feats[g].append(_FEATURES[g](shuffled, layouts, **kwargs).cpu())

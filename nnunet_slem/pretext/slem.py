@@ -337,14 +337,48 @@ class SLeMPretext(ClassTablePretext):
         self, images: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, list[BlockLayout]]:
         """Like ``__call__`` but also returns the layouts (the audit needs to know where the blocks are)."""
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        n = images.shape[0]
-        labels = torch.randint(self.num_classes, (n,), generator=generator, device=gen_device)
-        labels = labels.to(images.device, non_blocking=True)
-        layouts = self.sample_layouts(images.shape[2:], n, generator)
+        self.check_cross_case_batch(images.shape[0])
+        labels, layouts = self._draw(images, images.shape[0], generator)
         if self.config.cross_case:
             images = cross_case_composite(images, layouts)
         return self.apply(images, labels, layouts, generator), labels, layouts
+
+    def sample_each(
+        self, images: Tensor, generators: Sequence[torch.Generator]
+    ) -> tuple[Tensor, Tensor, list[BlockLayout]]:
+        """Sample ``j`` drawn with its own ``generators[j]``, exactly as ``sample(images[j:j + 1], generators[j])``
+        draws it, except that ``cross_case`` takes the blocks from the other patches of ``images``.
+
+        The pretrainer draws every sample with its own generator (a sample must not depend on how the batch is
+        split over processes), so it calls this, not ``sample`` per image: one patch alone has no other patch
+        to take blocks from, and ``cross_case`` would silently do nothing. With ``cross_case`` a sample does
+        depend on the other patches of its process's batch; that is the option's point."""
+        if len(generators) != images.shape[0]:
+            raise ValueError(f"{len(generators)} generators for {images.shape[0]} images")
+        self.check_cross_case_batch(images.shape[0])
+        draws = [self._draw(images, 1, g) for g in generators]
+        labels = torch.cat([d[0] for d in draws])
+        layouts = [d[1][0] for d in draws]
+        if self.config.cross_case:
+            images = cross_case_composite(images, layouts)
+        out = torch.cat([self.apply(images[j:j + 1], labels[j:j + 1], layouts[j:j + 1], g)
+                         for j, g in enumerate(generators)])
+        return out, labels, layouts
+
+    def _draw(self, images: Tensor, n: int, generator: torch.Generator | None) -> tuple[Tensor, list[BlockLayout]]:
+        """``n`` labels (on the images' device) and block layouts, in that order from ``generator``."""
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        labels = torch.randint(self.num_classes, (n,), generator=generator, device=gen_device)
+        return labels.to(images.device, non_blocking=True), self.sample_layouts(images.shape[2:], n, generator)
+
+    def check_cross_case_batch(self, n: int) -> None:
+        """Raise :class:`PretextConfigError` naming the fix if ``cross_case`` has too few patches to mix."""
+        if self.config.cross_case and n < 2:
+            raise PretextConfigError(
+                f"cross_case takes each block from another patch of the batch, but the batch has {n} patch; "
+                f"draw at least 2 (at least {self.num_blocks}, the number of blocks, for every block to come "
+                "from another patch), e.g. a larger --batch-size."
+            )
 
     # ---------------------------------------------------------------------------------- persistence
     @classmethod

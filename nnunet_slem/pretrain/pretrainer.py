@@ -106,6 +106,8 @@ class SLeMPretrainer:
             pretext = build_pretext(self.settings.pretext_name, self.settings.pretext, self.num_channels,
                                     len(self.patch_size), self.settings.seed)
             pretext.check_patch(tuple(self.patch_size))
+            if isinstance(pretext, SLeMPretext):
+                pretext.check_cross_case_batch(self.local_batch_size)
         except (ValueError, TypeError) as e:
             raise UserFacingError(f"{e} (dataset {self.data.dataset_name}, configuration {self.configuration})") from e
         return pretext
@@ -277,11 +279,16 @@ class SLeMPretrainer:
         """Pretext inputs and targets, sample ``j`` drawn with its own generator seeded ``seeds[j]``.
 
         One generator per sample, not one per batch: a sample's label, layout and augmentation must not depend
-        on how many samples precede it in this process's batch (data-parallel runs split the global batch)."""
+        on how many samples precede it in this process's batch (data-parallel runs split the global batch).
+        SLeM's ``cross_case`` option is the exception by design: its blocks come from the other patches of the
+        process's batch (:meth:`~nnunet_slem.pretext.slem.SLeMPretext.sample_each`)."""
         if len(seeds) != images.shape[0]:
             raise ValueError(f"{len(seeds)} seeds for {images.shape[0]} images")
-        pairs = [self.pretext(images[j:j + 1], torch.Generator().manual_seed(int(seed)))
-                 for j, seed in enumerate(seeds)]
+        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        if isinstance(self.pretext, SLeMPretext):  # its cross_case option mixes the patches of the batch
+            inputs, labels, _ = self.pretext.sample_each(images, generators)
+            return inputs, labels
+        pairs = [self.pretext(images[j:j + 1], g) for j, g in enumerate(generators)]
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
     def _train_epoch(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, scaler,
