@@ -96,13 +96,19 @@ def run(args: argparse.Namespace) -> None:
     root = args.root
     out = root / "compare" / f"K{args.labeled}_e{args.epochs}"
     cmd = ["nnunet-slem", "compare", "-d", DATASET_ID, "-c", CONFIG, "-p", args.plans, "-f", 0, "-device", args.device,
-           "--methods", args.methods, "--labeled", args.labeled, "--seeds", args.seeds,
+           "--methods", args.methods, "--labeled", args.labeled, "--seeds", args.seeds, "--first-seed", args.first_seed,
            "--pretrain-seeds", args.pretrain_seeds, "--out", out,
            "--pretrain-epochs", args.pretrain_epochs, "--pretrain-iters", args.pretrain_iters,
            "--pretrain-batch", args.pretrain_batch, "--epochs", args.epochs, "--iters-per-epoch", args.iters,
            "--val-iters", args.val_iters, *([] if args.tta else ["--no-tta"])]
     start = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    # pretraining seeds >= 1 live in the comparison folder (seed 0 in nnUNet_results): one shared folder, so the
+    # comparisons of one benchmark (K = 4 and 8, 60 and 10 epochs) start from the very same checkpoints
+    shared = root / "compare" / "pretrain_seeds"
+    shared.mkdir(parents=True, exist_ok=True)
+    if not (out / "pretrain_seeds").exists():
+        (out / "pretrain_seeds").symlink_to(shared.resolve(), target_is_directory=True)
     run_command(cmd, _env(root, args.device), out.parent / f"{out.name}.log", echo=True)
     print(f"{out}: {time.perf_counter() - start:.0f} s")
 
@@ -165,72 +171,202 @@ def _contrast_markdown(contrasts: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _budget_points(comparisons: dict, labeled: str, reference: str = "scratch") -> list:
+    """Every arm's mean test Dice and paired difference to ``reference`` at each fine-tuning budget of the
+    comparisons with ``labeled`` labelled cases (``K4_e10``, ``K4_e20``, ``K4_e60``)."""
+    import numpy as np
+
+    from nnunet_slem.evaluation.paired import paired_differences, t_interval
+    from nnunet_slem.experiments.comparison_report import case_records
+    from nnunet_slem.experiments.efficacy import BudgetPoint, steps_of
+
+    points = []
+    for name, (records, _) in comparisons.items():
+        if not name.startswith(f"K{labeled}_e") or not records:
+            continue
+        regions = list(records[0]["splits"]["test"]["dice"])
+        diffs = {d.method: d for d in paired_differences(case_records(records, "test"), reference, regions)
+                 if d.region == "mean"} if reference in {r["method"] for r in records} else {}
+        for method in (reference, "slem"):
+            runs = [r for r in records if r["method"] == method]
+            steps = steps_of(runs)
+            if not runs or steps is None:
+                continue
+            mean, low, high, _ = t_interval([np.mean(list(r["splits"]["test"]["dice"].values())) for r in runs])
+            d = diffs.get(method)
+            points.append(BudgetPoint(steps, method, mean, low, high, len(runs),
+                                      *((d.mean_diff, d.ci_low, d.ci_high) if d else ())))
+    return points
+
+
+def _convergence_markdown(points: list, reference: str = "scratch") -> str:
+    """Dice against steps as a table, and the steps SLeM needs to reach scratch's Dice at the longest budget."""
+    from nnunet_slem.experiments.efficacy import steps_to_reach
+
+    if len({p.steps for p in points}) < 2:
+        return ""
+    lines = ["## Dice against fine-tuning steps (K = 4)", "",
+             "| steps | arm | seeds | test Dice, mean of regions [95% CI over seeds] | Δ vs scratch [paired 95% CI] |",
+             "|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: (p.steps, p.method)):
+        diff = ("" if p.method == reference
+                else f"{100 * p.diff:+.2f} [{100 * p.diff_low:+.2f}, {100 * p.diff_high:+.2f}]")
+        lines.append(f"| {p.steps} | {p.method} | {p.n_seeds} | {p.dice:.3f} [{p.dice_low:.3f}, {p.dice_high:.3f}] "
+                     f"| {diff} |")
+    longest = max(p.steps for p in points)
+    target = next((p.dice for p in points if p.method == reference and p.steps == longest), None)
+    slem = [p for p in points if p.method == "slem"]
+    if target is not None and slem:
+        reached = steps_to_reach([p.steps for p in slem], [p.dice for p in slem], target)
+        where = (f"about {reached:.0f} steps (linear interpolation between the measured budgets, not a measured "
+                 "budget)" if reached is not None else "not within the measured budgets")
+        lines += ["", f"SLeM reaches scratch's {longest}-step test Dice ({target:.3f}) at {where}."]
+    return "\n".join(lines) + "\n"
+
+
 def report(args: argparse.Namespace) -> None:
     """Every comparison under ``--root`` (archived first, :func:`archive`) and in the archive into ``--out``: paired
     differences to scratch on the test split (over the seeds both arms have finished, so an arm still running is
-    reported with its ``n_seeds`` so far), ``slem`` minus
-    every other arm (``paired.csv`` rows whose reference is that arm), mean ± std tables, the forest plot of the mean
-    over regions, and the scratch arm's validation curves."""
+    reported with its ``n_seeds`` so far), ``slem`` minus every other arm, all in one ``paired.csv`` with the
+    pre-named endpoints marked (``primary``) and Holm's correction (``p_holm``: the endpoints as one family, every
+    other row as the other); mean ± std tables, the forest plot of the mean over regions, Dice against fine-tuning
+    steps (``dice_vs_steps.png``) and every arm's validation curves (``convergence.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from nnunet_slem.evaluation.paired import (
         PairedDifference,
         collapsed_runs,
+        holm_adjust,
         paired_csv,
         paired_differences,
         paired_markdown,
         plot_paired,
+        seed_differences,
+        seeds_for_power,
     )
     from nnunet_slem.experiments.comparison_report import case_records, results_markdown, split_rows
+    from nnunet_slem.experiments.efficacy import (
+        PRIMARY_ENDPOINTS,
+        missing_provenance,
+        plot_dice_vs_steps,
+        pretraining_count,
+        primary_positions,
+    )
     from nnunet_slem.experiments.methods import ALL_METHODS
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     archive(args.root, out / "records")
     comparisons = _archived(out / "records")
-    csv_parts, sections, forest = [], [], []
+    # every row of paired.csv first, so Holm's correction covers the whole file
+    rows, parts = [], {}
     for name, (records, _) in comparisons.items():
         if not records or len({r["method"] for r in records}) < 2:
             continue
         regions = list(records[0]["splits"]["test"]["dice"])
         cases = case_records(records, "test")
         diffs = paired_differences(cases, reference="scratch", regions=regions)
-        body = paired_csv(diffs).splitlines()
-        csv_parts += [body[0] + ",comparison"] if not csv_parts else []
-        csv_parts += [f"{line},{name}" for line in body[1:]]
-        forest += [PairedDifference(**{**d.__dict__, "method": f"{d.method} ({name})"})
-                   for d in diffs if d.region == "mean"]
         # the method against each other arm (its ablations, recipe variants and other pretexts): slem - X
         contrasts = [d for other in sorted({r["method"] for r in records} - {"scratch", "slem"})
                      for d in paired_differences(cases, reference=other, regions=regions) if d.method == "slem"]
-        body = paired_csv(contrasts).splitlines()
-        csv_parts += [f"{line},{name}" for line in body[1:]]
+        parts[name] = (records, regions, cases, len(diffs), len(contrasts))
+        rows += [(name, d) for d in diffs + contrasts]
+    if not rows:
+        sys.exit(f"No comparison with two evaluated arms under {args.root}/compare or in {out}/records.")
+    keys = [(name, d.method, d.reference, d.region) for name, d in rows]
+    adjusted = holm_adjust([d for _, d in rows], primary_in=primary_positions(keys))
+    body = paired_csv(adjusted).splitlines()
+    (out / "paired.csv").write_text("\n".join([body[0] + ",comparison"]
+                                              + [f"{line},{name}" for line, (name, _) in zip(body[1:], rows)]) + "\n",
+                                   encoding="utf-8")
+    by_comparison: dict[str, list] = {}
+    for (name, _), d in zip(rows, adjusted):
+        by_comparison.setdefault(name, []).append(d)
+
+    sections, forest = [_endpoints_markdown(by_comparison, comparisons, PRIMARY_ENDPOINTS, seed_differences,
+                                            seeds_for_power, pretraining_count)], []
+    for name, (records, regions, cases, n_diffs, _) in parts.items():
+        diffs, contrasts = by_comparison[name][:n_diffs], by_comparison[name][n_diffs:]
+        forest += [PairedDifference(**{**d.__dict__, "method": f"{d.method} ({name})"})
+                   for d in diffs if d.region == "mean"]
         table = results_markdown(split_rows(records, "test"), regions, ALL_METHODS, f"## {name}",
                                  "Held-out test cases.")
-        sections.append(table + "\n" + paired_markdown(diffs, collapsed_runs(cases, regions)) + "\n"
+        missing = missing_provenance(records)
+        note = (f"Runs recorded before records named their labelled cases (no `labeled_cases`): "
+                f"{sum(map(len, missing.values()))} ("
+                + "; ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in missing.items()) + ").\n\n"
+                if missing else "")
+        sections.append(table + "\n" + note + paired_markdown(diffs, collapsed_runs(cases, regions)) + "\n"
                         + _contrast_markdown(contrasts))
         plot_paired(diffs, out / f"{name}__paired.png", f"{name}: method − scratch, test split")
-    if not csv_parts:
-        sys.exit(f"No comparison with two evaluated arms under {args.root}/compare or in {out}/records.")
-    (out / "paired.csv").write_text("\n".join(csv_parts) + "\n", encoding="utf-8")
     plot_paired(forest, out / "paired_mean.png", "label-efficiency benchmark: mean Dice of WT/TC/ET, method − scratch")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, (_, curves) in comparisons.items():
-        for seed, curve in curves:
-            ax.plot(curve, lw=1, label=f"{name} {seed}")
+    points = _budget_points(comparisons, "4")
+    if len({p.steps for p in points}) >= 2:
+        plot_dice_vs_steps(points, "scratch", out / "dice_vs_steps.png",
+                           "K = 4 labelled cases: held-out test Dice against fine-tuning steps")
+        sections.append(_convergence_markdown(points))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    colours = {}
+    for name, (records, scratch_curves) in comparisons.items():
+        curves = [(f"scratch {seed}", c) for seed, c in scratch_curves]
+        curves += [(f"{r['method']} seed_{r['seed']}", r["validation_curve"]) for r in records
+                   if r.get("validation_curve") and not (r["method"] == "scratch"
+                                                         and f"seed_{r['seed']}" in dict(scratch_curves))]
+        for label, curve in curves:
+            arm = f"{name} {label.split()[0]}"
+            first = arm not in colours
+            colour = colours.setdefault(arm, f"C{len(colours) % 10}")
+            ax.plot(np.arange(1, len(curve) + 1), curve, lw=0.8, color=colour, label=arm if first else None)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("scratch: validation pseudo-Dice")
-    ax.set_title("Has training from scratch converged?", fontsize=9)
+    ax.set_ylabel("validation pseudo-Dice")
+    ax.set_title("nnU-Net's validation pseudo-Dice per epoch, every run", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(out / "convergence.png", dpi=110)
     plt.close(fig)
     (out / "summary.md").write_text("\n".join(sections), encoding="utf-8")
     print("\n".join(sections))
-    print(f"Wrote {out}/paired.csv, summary.md, paired_mean.png, convergence.png")
+    print(f"Wrote {out}/paired.csv, summary.md, paired_mean.png, dice_vs_steps.png, convergence.png")
+
+
+def _endpoints_markdown(by_comparison: dict, comparisons: dict, endpoints, seed_differences, seeds_for_power,
+                        pretraining_count) -> str:
+    """The pre-named endpoints first: difference, paired t CI, Holm p, seeds, cases, pretrainings, per-seed
+    differences and the seeds a +2 / +4 point effect would need at the observed SD."""
+    import numpy as np
+
+    from nnunet_slem.experiments.comparison_report import case_records
+
+    lines = ["## Pre-named endpoints", "",
+             "Named in docs/baselines.md before their runs; one Holm family of two. Δ in Dice points, mean of "
+             "WT/TC/ET on the held-out test cases, paired t-interval over seeds.", "",
+             "| endpoint | contrast | Δ [95% CI] | p (t) | p (Holm) | seeds | cases | pretrainings | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    details = []
+    for e in endpoints:
+        d = next((d for d in by_comparison.get(e.comparison, []) if d.primary and d.method == e.method
+                  and d.reference == e.reference and d.region == e.region), None)
+        if d is None:
+            lines.append(f"| {e.name} | {e.method} − {e.reference}, {e.comparison} | not run yet | | | 0 | 0 | | |")
+            continue
+        records = comparisons[e.comparison][0]
+        n_pre, _ = pretraining_count(records, e.method)
+        verdict = "established" if d.established else "not established"
+        lines.append(f"| {e.name} | {e.method} − {e.reference}, {e.comparison} | {100 * d.mean_diff:+.2f} "
+                     f"[{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}] | {d.p_value:.3g} | {d.p_holm:.3g} "
+                     f"| {d.n_seeds} | {d.n_cases} | {n_pre} | {verdict} |")
+        regions = list(records[0]["splits"]["test"]["dice"])
+        per_seed = seed_differences(case_records(records, "test"), e.method, e.reference, regions)
+        sd = float(np.std(list(per_seed.values()), ddof=1)) * 100 if len(per_seed) > 1 else float("nan")
+        need = {delta: seeds_for_power(sd, delta) for delta in (2.0, 4.0)} if sd == sd else {}
+        details.append(f"- {e.name}: per seed " + ", ".join(f"{s}: {100 * v:+.1f}" for s, v in per_seed.items())
+                       + f"; seed-level SD {sd:.2f} points; 80 % power needs "
+                       + ", ".join(f"{n} seeds at +{delta:.0f}" for delta, n in need.items()) + ".")
+    return "\n".join(lines + [""] + details) + "\n"
 
 
 def main() -> None:
@@ -252,6 +388,8 @@ def main() -> None:
     r.add_argument("--plans", default=PLANS, help=f"plans identifier [{PLANS}: the small CPU plans]")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     r.add_argument("--tta", action="store_true", help="test-time mirroring when predicting the test cases")
+    r.add_argument("--first-seed", type=int, default=0,
+                   help="first paired seed: --first-seed 6 --seeds 6 adds seeds 6-11 to the stored seeds 0-5 [0]")
     for key in ("seeds", "pretrain_seeds", "pretrain_epochs", "pretrain_iters", "pretrain_batch", "epochs", "iters",
                 "val_iters"):
         r.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])

@@ -75,11 +75,12 @@ def test_compare_smoke_writes_one_row_per_method_and_resumes_after_a_kill(reduce
     with open(target / "paired.csv", newline="", encoding="utf-8") as f:
         paired = list(csv.DictReader(f))
     assert list(paired[0]) == ["method", "reference", "region", "mean_diff", "ci_low", "ci_high", "p_value",
-                               "n_seeds", "n_cases"]
+                               "p_wilcoxon", "p_holm", "primary", "n_seeds", "n_cases"]
     assert {(r["method"], r["region"]) for r in paired} == {
         (m, reg) for m in METHODS if m != "scratch" for reg in ("WT", "TC", "ET", "mean")}
     assert all(r["reference"] == "scratch" and r["n_seeds"] == "1" and r["n_cases"] == "2" for r in paired)
-    assert all(float(r["ci_low"]) <= float(r["mean_diff"]) <= float(r["ci_high"]) for r in paired)
+    # one seed is one replicate: no interval, nothing established, no pre-named endpoint in an ad-hoc comparison
+    assert all(r["ci_low"] == r["ci_high"] == r["p_holm"] == "nan" and r["primary"] == "false" for r in paired)
     assert (target / "paired.png").stat().st_size > 2000
     # the fine-tuning RNG was seeded like the labelled subset
     logs = list((target / "runs" / "seed_0").rglob("training_log_*.txt"))
@@ -100,6 +101,16 @@ def test_compare_smoke_writes_one_row_per_method_and_resumes_after_a_kill(reduce
                             ("SLeMTrainer_fromSupervoxel", "SupervoxelPretrain__")):
         record = next((target / "runs" / "seed_0").rglob(f"{trainer}__*/fold_0/slem_pretrained_from.json"))
         assert folder in json.loads(record.read_text(encoding="utf-8"))["checkpoint"]
+    # every record names its labelled cases (the same at one seed) and the pretraining it started from
+    records = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (target / "runs" / "seed_0").glob("*.json")}
+    assert {json.dumps(r["labeled_cases"]) for r in records.values()} == {json.dumps(sorted(json.loads(x)))
+                                                                           for x in subsets}
+    assert records["scratch"]["pretrained_from"] is None
+    from nnunet_slem.experiments.comparison import file_sha256
+
+    slem_from = records["slem"]["pretrained_from"]
+    assert slem_from["pretrain_seed"] == 0 and slem_from["sha256"] == file_sha256(Path(slem_from["path"]))
+    assert all(r["validation_curve"] and len(r["validation_curve"]) == 1 for r in records.values())
     # nothing is redone on a third call
     again = _compare(out, target)
     assert again.returncode == 0 and again.stdout.count("done already") == len(METHODS)
@@ -150,10 +161,39 @@ def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
     comparison.finetune_and_evaluate = lambda method, seed, checkpoint, pretrain_seed: finetuned.append(
         (method.name, seed, checkpoint, pretrain_seed))
     comparison.report = lambda *args: None
+    comparison.check_distinct_subsets = lambda n: None
     comparison.run()
     assert pretrained == [("slem", True, 0), ("slem", False, 0), ("slem", True, 1), ("slem", False, 1)]
     assert ("slem", 3, "True-1.pth", 1) in finetuned and ("slem_nocfb", 4, "False-0.pth", 0) in finetuned
     assert ("scratch", 3, None, None) in finetuned and len(finetuned) == 15
+    # --first-seed 6 --seeds 3 with 3 pretraining seeds: seeds 6, 7, 8 from pretrainings 0, 1, 2
+    comparison.s = CompareSettings("1", "3d_fullres", 0, methods=["scratch", "slem"], seeds=3, first_seed=6,
+                                   pretrain_seeds=3)
+    pretrained.clear()
+    finetuned.clear()
+    comparison.run()
+    assert [seed for _, _, seed in pretrained] == [0, 1, 2]
+    assert [(name, seed, p) for name, seed, _, p in finetuned] == [
+        ("scratch", 6, None), ("slem", 6, 0), ("scratch", 7, None), ("slem", 7, 1), ("scratch", 8, None),
+        ("slem", 8, 2)]
+    with pytest.raises(UserFacingError, match="--first-seed -1"):
+        CompareSettings("1", "3d_fullres", 0, first_seed=-1)
+
+
+def test_more_seeds_than_distinct_labelled_subsets_is_refused(tmp_path):
+    """4 labelled of 5 training cases allow C(5, 4) = 5 distinct subsets: 6 seeds would repeat one."""
+    from nnunet_slem.experiments.comparison import Comparison
+
+    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": list("abcde"), "val": ["f"]}]),
+                                                encoding="utf-8")
+    comparison = Comparison.__new__(Comparison)
+    comparison.data = type("Data", (), {"preprocessed_base": str(tmp_path)})()
+    comparison.s = CompareSettings("1", "3d_fullres", 0, labeled="4", seeds=6)
+    with pytest.raises(UserFacingError, match=r"--seeds 6 .* distinct labelled subsets \(5: 4 of 5"):
+        comparison.check_distinct_subsets(6)
+    comparison.check_distinct_subsets(5)
+    comparison.s = CompareSettings("1", "3d_fullres", 0, labeled="0.5", seeds=6)  # round(2.5) = 2: C(5, 2) = 10
+    comparison.check_distinct_subsets(10)
 
 
 def test_pretext_variants_pretrain_with_their_options_into_their_own_folders(tmp_path, monkeypatch):
@@ -176,6 +216,7 @@ def test_pretext_variants_pretrain_with_their_options_into_their_own_folders(tmp
     comparison.finetune_and_evaluate = lambda method, seed, checkpoint, pretrain_seed: finetuned.append(
         (method.name, seed, str(checkpoint)))
     comparison.report = lambda *args: None
+    comparison.check_distinct_subsets = lambda n: None
     comparison.run()
     grids = [args[args.index("--grid") + 1] if "--grid" in args else None for args, _ in commands]
     assert grids == [None, "2x2x2", None, "2x2x2"]

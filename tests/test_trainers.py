@@ -325,3 +325,35 @@ def test_cfb_mismatch_names_the_trainer_of_the_checkpoints_pretext(nnunet_paths,
     with pytest.raises(UserFacingError) as caught:
         trainer.load_slem_pretrained_weights(checkpoint)
     assert fix in str(caught.value)
+
+
+def _first_batches(project, monkeypatch, name: str, seed: str, n: int = 3) -> list[torch.Tensor]:
+    monkeypatch.setenv("SLEM_SEED", seed)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "2")
+    trainer = make_trainer(project, name)
+    trainer.initialize()
+    train, val = trainer.get_dataloaders()
+    try:
+        assert type(train).__name__ == "MultiThreadedAugmenter"  # nnU-Net's non-deterministic one is replaced
+        return [torch.as_tensor(next(train)["data"]).clone() for _ in range(n)]
+    finally:
+        for loader in (train, val):
+            loader._finish()
+
+
+def test_augmentation_workers_are_seeded_by_slem_seed(nnunet_paths, monkeypatch):
+    """With 2 augmentation workers, two arms at one SLEM_SEED get identical first batches (patches and
+    augmentation), and another seed gets different ones; workers differ from each other within a run."""
+    scratch = _first_batches(nnunet_paths, monkeypatch, "SLeMTrainer_noCFB_noPretrain", "3")
+    slem = _first_batches(nnunet_paths, monkeypatch, "SLeMTrainer_smoke", "3")
+    other = _first_batches(nnunet_paths, monkeypatch, "SLeMTrainer_smoke", "4")
+    assert all(torch.equal(a, b) for a, b in zip(scratch, slem))
+    assert not any(torch.equal(a, b) for a, b in zip(slem, other))
+    assert not torch.equal(slem[0], slem[1])  # worker 0 and worker 1 draw differently
+
+
+def test_worker_seeds_are_distinct_and_reproducible():
+    from nnunet_slem.trainers.seeded_workers import worker_seeds
+
+    assert worker_seeds(3, 0, 4) == worker_seeds(3, 0, 4)
+    assert len(set(worker_seeds(3, 0, 4) + worker_seeds(3, 1, 4) + worker_seeds(4, 0, 4))) == 12

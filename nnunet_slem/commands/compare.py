@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=1,
                         help="paired fine-tuning seeds: seed s picks the labelled subset and seeds the fine-tuning "
                         "RNG, the same for every method [1]")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first paired seed: seeds first..first+K-1 run, e.g. --first-seed 6 --seeds 6 adds "
+                        "seeds 6-11 to a comparison whose seeds 0-5 are stored elsewhere [0]")
     parser.add_argument("--pretrain-seeds", type=int, default=1,
                         help="pretrain each pretext P times (--seed 0..P-1); fine-tuning seed s starts from "
                         "pretraining s mod P [1]")

@@ -9,8 +9,8 @@ seeds differ. ``nnunet-slem compare`` therefore runs every method at the same se
 subset and fine-tuning RNG, and evaluates all of them on the same held-out test cases, so the difference
 method − reference can be taken per (seed, case) pair, where everything but the method is held fixed.
 
-A benefit is claimed only from held-out test cases, paired seeds, and a 95% confidence interval that
-excludes 0 (the ``established`` property / column). Conventions (README-ready):
+A benefit is claimed only from held-out test cases, paired seeds, and a 95 % confidence interval that
+excludes 0 after the correction for multiplicity (the ``established`` property / column). Conventions:
 
 * **Pairs.** A (seed, case) pair is used when both the method and the reference have a record for it; pairs
   missing in either arm are dropped, and a seed left without common cases is dropped. ``n_seeds`` and
@@ -19,19 +19,23 @@ excludes 0 (the ``established`` property / column). Conventions (README-ready):
   (Dice is 1 where a region is empty in both reference and prediction, see :mod:`.metrics`).
 * **Difference** (``mean_diff``) = mean over seeds of the mean over cases of the per-case difference, so every
   seed weighs the same even if it lost cases.
-* **95% CI**: hierarchical percentile bootstrap with the same two levels: resample seeds with replacement,
-  then within each drawn seed resample its cases with replacement (case differences are already paired, so
-  resampling differences is right); statistic = mean over drawn seeds of the mean over drawn cases;
-  2.5th and 97.5th percentiles (numpy's linear interpolation) of ``n_boot`` resamples. Resampling seeds
-  captures seed-to-seed variation, which a case-only bootstrap would ignore (too narrow an interval). Each
-  (method, region) comparison uses a generator seeded with ``rng_seed`` alone, so a method's interval does not
-  depend on which other methods are compared, and all regions of a method share the same resamples.
-* **p value**: two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, default ``zero_method="wilcox"``,
-  which drops zero differences; exact distribution for small n, also with ties) over the *seed-level* mean
-  differences: seeds are the independent replicates, cases within a seed are not. With n seeds the smallest
-  possible exact p is 2 / 2^n: 0.03125 at n = 6, 0.0625 at n = 5, so p < 0.05 needs at least 6 seeds that all
-  agree in sign. Edge cases: all seed differences exactly 0 → p = 1.0; a single seed (or none) → nan.
-  The CI, not the p value, decides ``established``; the p value is reported for readers who expect one.
+* **The replicate is the seed.** Every seed evaluates the *same* test cases, so cases are not independent
+  replicates across seeds: each seed is reduced to one number, its mean difference over the test cases, and
+  the inference is over those ``n`` seed-level differences. The estimand is the expected difference on this
+  test set over the fine-tuning randomness (labelled subset, initialisation, batches, pretraining seed).
+* **95 % CI**: the paired t-interval over the seed-level differences, mean ± t(0.975, n − 1) · sd / √n.
+  Its false-positive rate is nominal at small n (tests/test_paired.py simulates null data shaped like the
+  benchmark's: 6 seeds, 20 cases, seed and case effects). A percentile bootstrap over 6 seeds is not: it
+  excluded 0 in 8-15 % of null simulations, which is why it was replaced.
+* **p value** (``p_value``): the two-sided paired t-test over the same seed-level differences, so
+  ``p_value < 0.05`` exactly when the CI excludes 0. ``p_wilcoxon`` (Wilcoxon signed-rank, exact for small n;
+  its smallest possible value with n seeds is 2 / 2^n) is reported beside it for readers who expect it.
+* **Multiplicity** (``p_holm``): Holm's step-down adjustment within a family (:func:`holm`). The pre-named
+  endpoints (``primary``) form one family; every other row of a ``paired.csv`` is exploratory and forms the
+  other. ``established`` means ``p_holm < 0.05``: for a pre-named endpoint that is its interval excluding 0
+  after Holm's correction over the endpoints.
+* Edge cases: all seed differences equal (sd 0) gives a zero-width interval at that value and p 1 (all zero)
+  or 0; a single seed (or none) gives nan.
 
 Only numpy and scipy are imported at module level (matplotlib inside :func:`plot_paired`), no torch.
 """
@@ -46,18 +50,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import wilcoxon
+from scipy import stats
 
 from nnunet_slem.atomic import save_figure_atomic
 
 #: Name of the pseudo-region holding the per-case mean of the regions' Dice.
 MEAN_REGION = "mean"
-#: Default number of bootstrap resamples.
-DEFAULT_N_BOOT = 10000
-#: Two-sided confidence level of the bootstrap interval.
+#: Two-sided confidence level of the intervals; ``ALPHA`` is the family-wise error rate Holm's correction holds.
 CI_LEVEL = 0.95
+ALPHA = 1.0 - CI_LEVEL
 
-PAIRED_COLUMNS = ("method", "reference", "region", "mean_diff", "ci_low", "ci_high", "p_value", "n_seeds", "n_cases")
+PAIRED_COLUMNS = ("method", "reference", "region", "mean_diff", "ci_low", "ci_high", "p_value", "p_wilcoxon",
+                  "p_holm", "primary", "n_seeds", "n_cases")
 
 
 @dataclass(frozen=True)
@@ -82,71 +86,40 @@ class PairedDifference:
     mean_diff: float
     ci_low: float
     ci_high: float
-    p_value: float
+    p_value: float  # paired t-test over the seed-level differences (consistent with the interval)
     n_seeds: int
     n_cases: int
+    p_wilcoxon: float = math.nan
+    p_holm: float = math.nan  # Holm-adjusted within the row's family (see holm_adjust); nan until adjusted
+    primary: bool = False  # a pre-named endpoint
 
     @property
     def established(self) -> bool:
-        """True when the 95% CI excludes 0 (either direction; the sign of ``mean_diff`` says which).
-        False when the interval is undefined (nan)."""
-        return bool(self.ci_low > 0.0 or self.ci_high < 0.0)
+        """True when the Holm-adjusted p is below ``ALPHA`` (the direction is the sign of ``mean_diff``); False
+        when it is undefined (nan), e.g. with one seed."""
+        return bool(self.p_holm < ALPHA)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# bootstrap
+# interval, tests and multiplicity
 
 
-def bootstrap_draws(counts: Sequence[int], n_boot: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index draws of the hierarchical bootstrap for seeds with ``counts[s]`` cases each.
-
-    Returns ``(seed_idx, case_idx, valid)``: ``seed_idx`` (n_boot, S) are the drawn seeds; ``case_idx``
-    (n_boot, S, max(counts)) the drawn case positions within each drawn seed, of which only the first
-    ``counts[seed_idx]`` (``valid``) are used, so every drawn seed gets as many case draws as it has cases.
-    Kept separate from :func:`bootstrap_statistics` so the draws can be checked against a loop implementation.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    if counts.ndim != 1 or counts.size == 0 or (counts < 1).any():
-        raise ValueError(f"need at least one seed with at least one case, got counts {counts.tolist()}")
-    n_seeds, n_max = counts.size, int(counts.max())
-    seed_idx = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
-    n = counts[seed_idx][..., None]  # (B, S, 1): cases of each drawn seed
-    # floor(u * n) is uniform on 0..n-1; the minimum only guards against u * n rounding up to n.
-    case_idx = np.minimum(np.floor(rng.random((n_boot, n_seeds, n_max)) * n).astype(np.int64), n - 1)
-    valid = np.arange(n_max) < n
-    return seed_idx, case_idx, valid
-
-
-def bootstrap_statistics(values: np.ndarray, counts: Sequence[int], seed_idx: np.ndarray, case_idx: np.ndarray,
-                         valid: np.ndarray) -> np.ndarray:
-    """Mean over drawn seeds of the mean over drawn cases, for every resample and every leading row.
-
-    ``values`` is (R, S, max(counts)): per row (region) and seed the case differences, left-aligned; the padding
-    is never used. Returns (R, n_boot). Vectorised: how often each case is drawn within each (resample, drawn
-    seed) is counted with one ``bincount``, and the sums of drawn cases are then one matrix product per seed,
-    which is several times faster than gathering every drawn value (no Python loop over resamples).
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    n_rows, n_seeds, n_max = values.shape
-    n_boot = seed_idx.shape[0]
-    values = np.where(np.arange(n_max) < counts[:, None], values, 0.0)  # padding may hold nan: 0 * nan = nan
-    cell = np.arange(n_boot * n_seeds).reshape(n_boot, n_seeds, 1) * n_max + case_idx
-    times_drawn = np.bincount(cell[valid], minlength=n_boot * n_seeds * n_max).reshape(n_boot * n_seeds, n_max)
-    drawn_seed = seed_idx.ravel()
-    sums = np.empty((n_boot * n_seeds, n_rows))
-    for s in range(n_seeds):
-        rows = drawn_seed == s
-        sums[rows] = times_drawn[rows] @ values[:, s, :].T
-    seed_means = sums / counts[drawn_seed][:, None]  # (B * S, R)
-    return seed_means.reshape(n_boot, n_seeds, n_rows).mean(axis=1).T
-
-
-def percentile_ci(stats: np.ndarray, level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval along the last axis (numpy's default linear interpolation)."""
-    tail = 100.0 * (1.0 - level) / 2.0
-    low, high = np.percentile(stats, [tail, 100.0 - tail], axis=-1)
-    return low, high
+def t_interval(seed_diffs: Sequence[float], level: float = CI_LEVEL) -> tuple[float, float, float, float]:
+    """``(mean, low, high, p)``: the paired t-interval over seed-level differences and the two-sided one-sample
+    t-test of mean 0 (scipy's ``t`` distribution with n − 1 degrees of freedom). sd 0: a zero-width interval and
+    p 1 (every difference 0) or 0; fewer than two seeds: nan for all but the mean."""
+    d = np.asarray(seed_diffs, dtype=float)
+    if d.size == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    mean = float(d.mean())
+    if d.size < 2:
+        return mean, math.nan, math.nan, math.nan
+    se = float(d.std(ddof=1)) / math.sqrt(d.size)
+    if se == 0.0:
+        return mean, mean, mean, 1.0 if mean == 0.0 else 0.0
+    half = float(stats.t.ppf(0.5 + level / 2.0, d.size - 1)) * se
+    p = float(2.0 * stats.t.sf(abs(mean) / se, d.size - 1))
+    return mean, mean - half, mean + half, p
 
 
 def signed_rank_p(seed_diffs: Sequence[float]) -> float:
@@ -157,7 +130,62 @@ def signed_rank_p(seed_diffs: Sequence[float]) -> float:
         return math.nan
     if not d.any():
         return 1.0
-    return float(wilcoxon(d, alternative="two-sided").pvalue)
+    return float(stats.wilcoxon(d, alternative="two-sided").pvalue)
+
+
+def paired_t_power(n_seeds: int, sd: float, delta: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test over ``n_seeds`` seed differences of standard deviation ``sd`` to
+    detect a true difference ``delta`` (noncentral t)."""
+    if n_seeds < 2 or not sd > 0:
+        return math.nan
+    df, nc = n_seeds - 1, delta / (sd / math.sqrt(n_seeds))
+    crit = stats.t.ppf(1.0 - alpha / 2.0, df)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def seeds_for_power(sd: float, delta: float, power: float = 0.8, alpha: float = ALPHA,
+                    max_seeds: int = 1000) -> int | None:
+    """The fewest paired seeds whose t-test reaches ``power`` at a true difference ``delta`` (``None`` beyond
+    ``max_seeds``): how many seeds a contrast needs, from the seed-level SD observed so far."""
+    for n in range(2, max_seeds + 1):
+        if paired_t_power(n, sd, delta, alpha) >= power:
+            return n
+    return None
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p values (family-wise error rate, any dependence): the i-th smallest of m
+    finite p values becomes ``max_{j<=i} min(1, (m - j + 1) p_(j))``. nan stays nan and does not count in m."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, math.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return [float(v) for v in out]
+
+
+def holm_adjust(diffs: Sequence[PairedDifference], primary: Iterable[tuple[str, str, str]] = (),
+                primary_in: Iterable[int] | None = None) -> list[PairedDifference]:
+    """The rows with ``primary`` and ``p_holm`` set: rows whose (method, reference, region) is in ``primary``
+    (or whose positions are in ``primary_in``) are the pre-named endpoints, adjusted as one family; every other
+    row is exploratory, adjusted over all other rows given. Pass every row of one output file at once."""
+    from dataclasses import replace
+
+    keys = set(primary)
+    flags = [(d.method, d.reference, d.region) in keys for d in diffs]
+    if primary_in is not None:
+        positions = set(primary_in)
+        flags = [f or i in positions for i, f in enumerate(flags)]
+    adjusted = [math.nan] * len(diffs)
+    for family in (True, False):
+        idx = [i for i, f in enumerate(flags) if f == family]
+        for i, p in zip(idx, holm([diffs[i].p_value for i in idx])):
+            adjusted[i] = p
+    return [replace(d, primary=f, p_holm=p) for d, f, p in zip(diffs, flags, adjusted)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -188,14 +216,16 @@ def _dice_row(record: CaseRecord, regions: Sequence[str]) -> list[float]:
     return [*values, float(np.mean(values))]
 
 
-def paired_differences(records: Iterable[CaseRecord], reference: str = "scratch", regions: Sequence[str] = (),
-                       n_boot: int = DEFAULT_N_BOOT, rng_seed: int = 0) -> list[PairedDifference]:
+def paired_differences(records: Iterable[CaseRecord], reference: str = "scratch",
+                       regions: Sequence[str] = ()) -> list[PairedDifference]:
     """Dice difference of every method but ``reference`` to ``reference``, per region and for ``"mean"``.
 
     Rows are ordered by method (first appearance in ``records``), then ``regions`` in the given order, then
     ``"mean"``. A method with no (seed, case) pair in common with the reference still gets rows, with nan
     statistics and ``n_seeds = n_cases = 0``, so a failed method is visible rather than missing. See the module
-    docstring for the pairing, the bootstrap and the test.
+    docstring for the pairing, the interval and the tests. ``p_holm`` is adjusted over the rows returned (all
+    exploratory); a caller writing several comparisons into one file adjusts them together with
+    :func:`holm_adjust`.
     """
     regions = list(regions)
     if not regions:
@@ -204,8 +234,6 @@ def paired_differences(records: Iterable[CaseRecord], reference: str = "scratch"
         raise ValueError(f"{MEAN_REGION!r} is reserved for the per-case mean of the regions")
     if len(set(regions)) != len(regions):
         raise ValueError(f"duplicate region names in {regions}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be positive, got {n_boot}")
     index = _index_records(records)
     if reference not in index:
         raise ValueError(f"reference method {reference!r} has no records (methods: {sorted(index)})")
@@ -232,18 +260,28 @@ def paired_differences(records: Iterable[CaseRecord], reference: str = "scratch"
             out.extend(PairedDifference(method, reference, name, math.nan, math.nan, math.nan, math.nan, 0, 0)
                        for name in names)
             continue
-        counts = [d.shape[0] for d in seed_diffs]
-        padded = np.zeros((len(names), len(seeds), max(counts)))
-        for s, d in enumerate(seed_diffs):
-            padded[:, s, : d.shape[0]] = d.T
         seed_means = np.stack([d.mean(axis=0) for d in seed_diffs], axis=1)  # (R, S)
-        draws = bootstrap_draws(counts, n_boot, np.random.default_rng(rng_seed))
-        low, high = percentile_ci(bootstrap_statistics(padded, counts, *draws))
         for r, name in enumerate(names):
+            mean, low, high, p = t_interval(seed_means[r])
             out.append(PairedDifference(
-                method=method, reference=reference, region=name, mean_diff=float(seed_means[r].mean()),
-                ci_low=float(low[r]), ci_high=float(high[r]), p_value=signed_rank_p(seed_means[r]),
-                n_seeds=len(seeds), n_cases=len(used_cases)))
+                method=method, reference=reference, region=name, mean_diff=mean, ci_low=low, ci_high=high,
+                p_value=p, n_seeds=len(seeds), n_cases=len(used_cases), p_wilcoxon=signed_rank_p(seed_means[r])))
+    return holm_adjust(out)
+
+
+def seed_differences(records: Iterable[CaseRecord], method: str, reference: str,
+                     regions: Sequence[str]) -> dict[int, float]:
+    """seed -> the seed's mean over common test cases of ``method − reference`` on the mean of ``regions``: the
+    replicates the interval is computed from (e.g. to show which seed carries a result)."""
+    index = _index_records(records)
+    runs, ref_runs = index.get(method, {}), index.get(reference, {})
+    out = {}
+    for seed in sorted(set(runs) & set(ref_runs)):
+        common = sorted(set(runs[seed]) & set(ref_runs[seed]))
+        if common:
+            out[seed] = float(np.mean([_dice_row(runs[seed][c], regions)[-1] - _dice_row(ref_runs[seed][c],
+                                                                                         regions)[-1]
+                                       for c in common]))
     return out
 
 
@@ -293,7 +331,8 @@ def paired_csv(diffs: Sequence[PairedDifference]) -> str:
     writer.writerow(PAIRED_COLUMNS)
     for d in diffs:
         writer.writerow([d.method, d.reference, d.region, _fraction(d.mean_diff), _fraction(d.ci_low),
-                         _fraction(d.ci_high), _p(d.p_value), d.n_seeds, d.n_cases])
+                         _fraction(d.ci_high), _p(d.p_value), _p(d.p_wilcoxon), _p(d.p_holm),
+                         "true" if d.primary else "false", d.n_seeds, d.n_cases])
     return buf.getvalue()
 
 
@@ -306,16 +345,17 @@ def _points(v: float) -> str:
 
 
 def difference_table(diffs: Sequence[PairedDifference], label: str = "method") -> list[str]:
-    """Markdown table rows: each difference in Dice points with its CI, p, seeds, cases and whether it is
-    established; the first column is each difference's ``label`` field (``method``, or ``reference`` for a
-    table of one method against several references)."""
-    lines = [f"| {label.capitalize()} | Region | Δ Dice [95% CI] | p (Wilcoxon) | Seeds | Cases | Difference |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown table rows: each difference in Dice points with its paired t CI, p (t-test), Wilcoxon p, Holm p,
+    seeds, cases and whether it is established; pre-named endpoints are marked "primary". The first column is
+    each difference's ``label`` field (``method``, or ``reference`` for a table of one method against several
+    references)."""
+    lines = [f"| {label.capitalize()} | Region | Δ Dice [95% CI] | p (t) | p (Wilcoxon) | p (Holm) | Seeds | Cases "
+             "| Difference |", "|---|---|---|---|---|---|---|---|---|"]
     for d in diffs:
         ci = f"{_points(d.mean_diff)} [{_points(d.ci_low)}, {_points(d.ci_high)}]"
-        verdict = "established" if d.established else "not established"
-        lines.append(f"| {getattr(d, label)} | {d.region} | {ci} | {_p(d.p_value)} | {d.n_seeds} | {d.n_cases} "
-                     f"| {verdict} |")
+        verdict = ("established" if d.established else "not established") + (" (primary)" if d.primary else "")
+        lines.append(f"| {getattr(d, label)} | {d.region} | {ci} | {_p(d.p_value)} | {_p(d.p_wilcoxon)} "
+                     f"| {_p(d.p_holm)} | {d.n_seeds} | {d.n_cases} | {verdict} |")
     return lines
 
 
@@ -325,7 +365,7 @@ def paired_markdown(diffs: Sequence[PairedDifference], collapsed: dict[str, dict
     reference = diffs[0].reference if diffs else "the reference"
     lines = [f"### Dice difference to {reference} (Dice points, method − {reference})", "", *difference_table(diffs)]
     if not diffs:
-        lines.append("| (no method to compare) | | | | | | |")
+        lines.append("| (no method to compare) | | | | | | | | |")
     regions = list(dict.fromkeys(name for counts in collapsed.values() for name in counts))
     lines += ["", "### Collapsed runs", "",
               "Runs (method, seed) that predict the region empty on every test case where the reference has it.", ""]
@@ -337,9 +377,11 @@ def paired_markdown(diffs: Sequence[PairedDifference], collapsed: dict[str, dict
     else:
         lines.append("(none evaluated)")
     lines += ["",
-              "The 95% CI is a hierarchical bootstrap over paired seeds and, within each seed, held-out test cases, "
-              "and a difference is called established only when it excludes 0 (the sign of Δ gives the direction); "
-              "p is a two-sided Wilcoxon signed-rank test over the seed-level mean differences, whose smallest "
+              "The 95% CI is the paired t-interval over the seed-level differences (each seed's mean over the "
+              "held-out test cases; seeds are the replicates) and p (t) the matching two-sided t-test. p (Holm) "
+              "is Holm-adjusted within its family: the pre-named endpoints (primary) form one, every other row "
+              "is exploratory. A difference is established only when p (Holm) < 0.05 (the sign of Δ gives the "
+              "direction). p (Wilcoxon), over the same seed differences, is shown for reference; its smallest "
               "possible value with n seeds is 2/2^n (0.03125 for 6 seeds).",
               ""]
     return "\n".join(lines)

@@ -68,6 +68,7 @@ class CompareSettings:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     labeled: str | None = None  # count or fraction (SLEM_LABELED); None: every training case of the fold
     seeds: int = 1
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (to add seeds to stored runs in a new folder)
     pretrain_seeds: int = 1
     reference: str = "scratch"
     test_images: str | None = None  # None: the raw dataset's imagesTs
@@ -87,6 +88,8 @@ class CompareSettings:
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise UserFacingError("--seeds must be at least 1.")
+        if self.first_seed < 0:
+            raise UserFacingError(f"--first-seed {self.first_seed} is negative; seeds start at 0.")
         if self.pretrain_seeds < 1:
             raise UserFacingError("--pretrain-seeds must be at least 1.")
         if self.reference not in ALL_METHODS:
@@ -190,13 +193,15 @@ class Comparison:
     def run(self) -> list[dict]:
         start = time.perf_counter()
         methods = [ALL_METHODS[m] for m in self.s.methods]
+        seeds = self.seeds
+        self.check_distinct_subsets(len(seeds))
         checkpoints = {}
-        for pretrain_seed in range(min(self.s.pretrain_seeds, self.s.seeds)):
+        for pretrain_seed in sorted({seed % self.s.pretrain_seeds for seed in seeds}):
             for pretext, cfb, options in dict.fromkeys(m.pretraining for m in methods if m.pretext):
                 checkpoints[(pretext, cfb, options, pretrain_seed)] = self.pretrain(pretext, cfb, pretrain_seed,
                                                                                    options)
         rows = []
-        for seed in range(self.s.seeds):
+        for seed in seeds:
             pretrain_seed = seed % self.s.pretrain_seeds
             for method in methods:
                 checkpoint = checkpoints.get((*method.pretraining, pretrain_seed))
@@ -204,6 +209,35 @@ class Comparison:
                                                        pretrain_seed if method.pretext else None))
         self.report(rows, checkpoints, time.perf_counter() - start)
         return rows
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.s.first_seed, self.s.first_seed + self.s.seeds))
+
+    def check_distinct_subsets(self, n_seeds: int) -> None:
+        """More paired seeds than the fold has distinct labelled subsets would repeat a subset as if it were new
+        evidence: refused, naming both numbers."""
+        if self.s.labeled is None:
+            return
+        from math import comb
+
+        from nnunet_slem.trainers.labeled_subset import parse_labeled
+
+        splits_file = Path(self.data.preprocessed_base) / "splits_final.json"
+        if not splits_file.is_file():
+            return  # written by nnU-Net's first training; the check runs again on the next invocation
+        splits = json.loads(splits_file.read_text(encoding="utf-8"))
+        if self.s.fold >= len(splits):
+            return  # validation_cases() names the problem
+        n_train = len(splits[self.s.fold]["train"])
+        labeled = parse_labeled(str(self.s.labeled))
+        k = int(labeled) if labeled >= 1 else max(1, round(labeled * n_train))
+        subsets = comb(n_train, k) if k <= n_train else 0
+        if n_seeds > subsets:
+            raise UserFacingError(
+                f"--seeds {n_seeds} asks for more paired seeds than fold {self.s.fold} has distinct labelled "
+                f"subsets ({subsets}: {k} of {n_train} training cases). Use at most {subsets} seeds, or more "
+                "labelled cases.")
 
     def _say(self, message: str) -> None:
         print(message, flush=True)
@@ -242,6 +276,11 @@ class Comparison:
         self._say(f"[pretrain {folder.name} seed {pretrain_seed}{' ' + ' '.join(options) if options else ''}]")
         run_command(args, self.env(results_root), self.log, echo=True)
         return final
+
+    def training_cases(self) -> list[str]:
+        """The fold's training cases (every one is labelled when ``--labeled`` is not given)."""
+        splits = json.loads((Path(self.data.preprocessed_base) / "splits_final.json").read_text(encoding="utf-8"))
+        return sorted(splits[self.s.fold]["train"])
 
     def validation_cases(self) -> list[str]:
         """The fold's validation cases from nnU-Net's ``splits_final.json`` (written by the first training)."""
@@ -318,6 +357,9 @@ class Comparison:
         row = {"record_version": RECORD_VERSION, "method": method.name, "trainer": method.trainer,
                "pretext": method.pretext or "", "cfb": method.cfb, "labeled": self.s.labeled or "all", "seed": seed,
                "pretrain_seed": pretrain_seed, "train_cases": len(subset["train"]) if subset else None,
+               "labeled_cases": sorted(subset["train"]) if subset else self.training_cases(),
+               "pretrained_from": checkpoint_identity(checkpoint, pretrain_seed) if checkpoint else None,
+               "validation_curve": validation_curve(fold_dir),
                "train_seconds": seconds, "schedule": self.schedule, "splits": splits}
         write_json_atomic(record, row)
         return row
@@ -405,6 +447,33 @@ class Comparison:
         print("\n" + table)
         print(f"Results: {self.root}/results.csv, results.md, results.png" + (", paired.csv, paired.png" if diffs
                                                                                else ""))
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_identity(checkpoint: Path, pretrain_seed: int | None) -> dict:
+    """Which pretraining a run started from: its seed, file and sha256 (two runs sharing a sha256 share the
+    pretraining, so the seeds behind an interval can be counted)."""
+    return {"pretrain_seed": pretrain_seed, "path": str(checkpoint), "sha256": file_sha256(checkpoint)}
+
+
+def validation_curve(fold_dir: Path) -> list[float] | None:
+    """nnU-Net's per-epoch validation pseudo-Dice of a finished fine-tuning (``None`` where it is not stored)."""
+    final = fold_dir / "checkpoint_final.pth"
+    if not final.is_file():
+        return None
+    import torch
+
+    logging = torch.load(final, map_location="cpu", weights_only=False).get("logging", {})
+    return [float(v) for v in logging.get("mean_fg_dice", [])] or None
 
 
 def pretraining_notes(checkpoints: dict) -> str:

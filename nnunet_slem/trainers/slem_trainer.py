@@ -25,8 +25,9 @@ Environment variables every nnunet-slem trainer honours, for experiments such as
   loses less (:mod:`nnunet_slem.trainers.schedule`; the effective schedule goes to ``schedule.json``);
 - ``SLEM_SEED``: seeds torch, numpy and Python's RNG before the network is built and again before the data
   loaders start, so every method of a comparison fine-tunes with the same decoder initialisation (where the
-  architectures agree) and the same patch and augmentation draws (exactly so with ``nnUNet_n_proc_DA=0``;
-  nnU-Net's background augmentation workers are not seeded by it).
+  architectures agree) and the same patch and augmentation draws; with ``nnUNet_n_proc_DA > 0`` nnU-Net's
+  augmentation workers are seeded from it too and their batches collected in a fixed order
+  (:mod:`nnunet_slem.trainers.seeded_workers`).
 
 Fine-tuning recipe (:mod:`nnunet_slem.trainers.recipes`): every trainer, pretrained or not, fine-tunes with
 nnU-Net's own recipe (SGD lr 1e-2, no warm-up, poly decay). On the label-efficiency benchmark it beat upstream
@@ -78,6 +79,7 @@ from nnunet_slem.trainers.schedule import (
     schedule_overrides_from_env,
     schedule_record,
 )
+from nnunet_slem.trainers.seeded_workers import seeded_augmenters
 
 SEED_ENV = "SLEM_SEED"
 
@@ -173,6 +175,16 @@ class SLeMTrainer(nnUNetTrainer):
             "labeled": os.environ[LABELED_ENV], "seed": os.environ.get("SLEM_LABELED_SEED", "0"),
             "train": subset, "val": list(val_keys), "fold_train_cases": len(tr_keys)})
         return subset, val_keys
+
+    def get_dataloaders(self):
+        """nnU-Net's loaders; with ``SLEM_SEED`` and augmentation workers, seeded ones in a fixed order."""
+        from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+        if self.seed is None or get_allowed_n_proc_DA() == 0:
+            return super().get_dataloaders()
+        self.print_to_log_file(f"{SEED_ENV}={self.seed}: augmentation workers seeded, batches in a fixed order")
+        with seeded_augmenters(self.seed):
+            return super().get_dataloaders()
 
     def initialize(self) -> None:
         if self.seed is not None:
