@@ -7,7 +7,8 @@ The protocol the efficacy claims rest on (docs/baselines.md), on the realistic I
   the same K cases with the same fine-tuning RNG at seed s (``compare``'s pairing);
 - every pretext pretrained ``--pretrain-seeds`` times; fine-tuning seed s starts from pretraining s mod P;
 - the final checkpoint of every run predicts the held-out ``imagesTs`` (20 cases by default), which
-  pretraining never reads; paired differences with a hierarchical bootstrap CI in ``paired.csv``.
+  pretraining never reads; paired differences with a paired t-interval over seeds in ``paired.csv``, the
+  pre-named endpoints (docs/baselines.md) marked ``primary`` and every row Holm-adjusted (``p_holm``).
 
 One ``run`` is one ``nnunet-slem compare`` invocation into the comparison folder of its K (resumable: run it
 again after an interruption). Runs already in that folder are reused, so methods can be added invocation by

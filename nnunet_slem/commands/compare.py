@@ -13,9 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "For each method: pretrain (finished checkpoints are reused), fine-tune with nnUNetv2_train on the "
         "fold's training cases (optionally only --labeled of them), validate on the fold's validation cases "
         "(monitoring), predict the held-out test cases (imagesTs/labelsTs) and write results.csv/.md/.png and, "
-        "on the test split, paired.csv/.png: each method minus --reference per region with a hierarchical "
-        "bootstrap 95% CI over seeds and cases and a Wilcoxon p over seeds. Seed s fixes the labelled subset and "
-        "the fine-tuning RNG identically for every method. Rerunning continues an interrupted comparison. "
+        "on the test split, paired.csv/.png: each method minus --reference per region with a paired t 95% CI "
+        "over seeds (each seed's mean over the test cases), its p, a Wilcoxon p and Holm-adjusted p values. "
+        "Seed s fixes the labelled subset and the fine-tuning RNG identically for every method. Rerunning "
+        "continues an interrupted comparison. "
         "Methods: " + "; ".join(f"{m.name}: {m.description}" for m in ALL_METHODS.values())
     )
     parser.add_argument("-d", dest="dataset", required=True, help="dataset id or name")

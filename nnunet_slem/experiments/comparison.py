@@ -7,12 +7,16 @@ of the held-out test cases (the dataset's ``imagesTs``/``labelsTs`` unless ``--t
 say otherwise; pretraining reads only ``imagesTr``, and no checkpoint is selected on them: the final one is
 used) -> Dice per region and case with :mod:`nnunet_slem.evaluation`. Then ``results.csv`` (one row per
 method, seed and split), ``results.md``, ``results.png`` and, on the test split, the paired statistics
-``paired.csv``/``paired.png`` (each method minus ``--reference``, with a hierarchical bootstrap 95 % CI).
+``paired.csv``/``paired.png`` (each method minus ``--reference``, with a paired t 95 % CI over seeds and
+Holm-adjusted p values, :mod:`nnunet_slem.evaluation.paired`).
 
 Pairing: seed ``s`` fixes the labelled subset (``SLEM_LABELED_SEED``) and the fine-tuning RNG
 (``SLEM_SEED``: network initialisation, patch sampling, augmentation) identically for every method. With
 ``pretrain_seeds = P``, every pretext is pretrained ``P`` times (``--seed p``) and fine-tuning seed ``s``
-starts from pretraining ``s mod P``, so the interval covers pretraining variation too.
+starts from pretraining ``s mod P``; the interval then reflects pretraining variation only as far as P
+pretrainings sample it. Every run's record names its labelled cases (``labeled_cases``) and the pretraining
+it started from (``pretrained_from``: seed, path, sha256), and keeps nnU-Net's validation curve.
+``first_seed`` shifts the seeds (``--first-seed 6 --seeds 6``: seeds 6-11), to add seeds to stored runs.
 
 Fairness: all methods fine-tune from the same plans with the same schedule (nnU-Net's, or the one given
 here, passed to every trainer as ``SLEM_EPOCHS`` / ``SLEM_ITERS_PER_EPOCH`` / ``SLEM_VAL_ITERS``). The

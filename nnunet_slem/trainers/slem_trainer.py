@@ -30,10 +30,11 @@ Environment variables every nnunet-slem trainer honours, for experiments such as
   (:mod:`nnunet_slem.trainers.seeded_workers`).
 
 Fine-tuning recipe (:mod:`nnunet_slem.trainers.recipes`): every trainer, pretrained or not, fine-tunes with
-nnU-Net's own recipe (SGD lr 1e-2, no warm-up, poly decay). On the label-efficiency benchmark it beat upstream
-nnU-Net's recipe for self-supervised checkpoints (lr 1e-3 with a 5 % warm-up) by 6.0 Dice points on the mean of
-WT/TC/ET (6 paired seeds, docs/baselines.md). Variants change only the recipe (``SLeMTrainer_warmupRecipe``,
-``SLeMTrainer_sawtooth``, ``SLeMTrainer_decoderWarmup``).
+nnU-Net's own recipe (SGD lr 1e-2, no warm-up, poly decay). On the label-efficiency benchmark the lr-1e-3 recipes
+scored lower with the same SLeM checkpoints: upstream nnU-Net's warm-up recipe by 6.0 Dice points on the mean
+of WT/TC/ET in an earlier run whose records were not kept (so it cannot be re-tested with the current
+inference), the sawtooth recipe in all 6 paired seeds of the kept records (docs/baselines.md). Variants change
+only the recipe (``SLeMTrainer_warmupRecipe``, ``SLeMTrainer_sawtooth``, ``SLeMTrainer_decoderWarmup``).
 
 Only what the pretext trained is copied (the checkpoint's ``trained_prefixes``): a classification pretext
 never trains the decoder, so the decoder keeps this run's seeded random initialisation, as in training

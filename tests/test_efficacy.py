@@ -1,0 +1,115 @@
+"""The efficacy protocol's inference helpers and the benchmark's ``report`` on constructed run records."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnunet_slem.experiments.efficacy import (
+    PRIMARY_ENDPOINTS,
+    BudgetPoint,
+    missing_provenance,
+    plot_dice_vs_steps,
+    pretraining_count,
+    primary_positions,
+    steps_of,
+    steps_to_reach,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_steps_to_reach_interpolates_between_budgets():
+    assert steps_to_reach([250, 500, 1500], [0.60, 0.70, 0.80], 0.75) == pytest.approx(1000.0)
+    assert steps_to_reach([1500, 250, 500], [0.80, 0.60, 0.70], 0.65) == pytest.approx(375.0)  # any order
+    assert steps_to_reach([250, 500], [0.72, 0.74], 0.70) == 250.0  # already there at the shortest budget
+    assert steps_to_reach([250, 500, 1500], [0.60, 0.70, 0.74], 0.75) is None  # never within the range
+    assert steps_to_reach([], [], 0.5) is None
+
+
+def test_primary_positions_one_row_per_endpoint():
+    rows = [("K4_e60", "slem", "scratch", "WT"), ("K4_e60", "slem", "scratch", "mean"),
+            ("K4_e60", "slem", "scratch", "mean"), ("K4_e20", "slem", "scratch", "mean"),
+            ("K4_e20", "cfb", "scratch", "mean"), ("K8_e60", "slem", "scratch", "mean")]
+    assert primary_positions(rows) == [1, 3]
+    assert primary_positions(rows[:1]) == []
+    assert [e.comparison for e in PRIMARY_ENDPOINTS] == ["K4_e60", "K4_e20"]
+
+
+def _record(method: str, seed: int, epochs: int, dice: dict[str, float], cases: int = 5, *, provenance=True,
+            sha: str | None = None) -> dict:
+    rng = np.random.default_rng(seed * 31 + epochs)
+    case_rows = [{"case": f"c{c}", "dice": {r: float(np.clip(v + rng.normal(0, 0.02), 0, 1)) for r, v in dice.items()},
+                  "ref_ml": dict.fromkeys(dice, 10.0), "pred_ml": dict.fromkeys(dice, 10.0)} for c in range(cases)]
+    record = {"record_version": 2, "method": method, "trainer": "T", "pretext": "slem" if method == "slem" else "",
+              "cfb": method == "slem", "labeled": "4", "seed": seed, "pretrain_seed": seed % 3 if method == "slem"
+              else None, "train_cases": 4, "train_seconds": 1.0,
+              "schedule": {"epochs": epochs, "iters_per_epoch": 25, "val_iters": 5},
+              "splits": {"test": {"dice": {r: float(np.mean([c["dice"][r] for c in case_rows])) for r in dice},
+                                  "cases": case_rows}},
+              "validation_curve": [0.1 * (i + 1) for i in range(3)]}
+    if provenance:
+        record["labeled_cases"] = ["a", "b", "c", "d"]
+        record["pretrained_from"] = {"pretrain_seed": seed % 3, "sha256": sha or f"sha{seed % 3}"} \
+            if method == "slem" else None
+    return record
+
+
+def _write(archive: Path, comparison: str, record: dict) -> None:
+    path = archive / comparison / f"seed_{record['seed']}" / f"{record['method']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_helpers_on_records():
+    records = [_record("slem", s, 60, {"WT": 0.8}) for s in range(6)] + [_record("scratch", 0, 60, {"WT": 0.8},
+                                                                                 provenance=False)]
+    assert steps_of(records) == 1500
+    assert steps_of([*records, _record("scratch", 1, 20, {"WT": 0.8})]) is None
+    assert pretraining_count(records, "slem") == (3, 6)
+    assert missing_provenance(records) == {"scratch": [0]}
+
+
+def test_report_marks_the_endpoints_and_plots_dice_against_steps(tmp_path):
+    """``label_efficiency.py report`` on constructed records of three budgets: two primary rows, Holm columns,
+    the endpoints table, dice_vs_steps.png, and the stored runs without labelled cases named."""
+    archive = tmp_path / "out" / "records"
+    truth = {10: (0.55, 0.65), 20: (0.65, 0.72), 60: (0.72, 0.74)}  # epochs -> (scratch, slem) mean Dice
+    for epochs, (scratch, slem) in truth.items():
+        for seed in range(6):
+            jitter = 0.02 * np.sin(seed + epochs)
+            _write(archive, f"K4_e{epochs}", _record("scratch", seed, epochs, {"WT": scratch + jitter,
+                                                                                "TC": scratch + jitter},
+                                                     provenance=not (epochs == 60 and seed < 2)))
+            _write(archive, f"K4_e{epochs}", _record("slem", seed, epochs, {"WT": slem + jitter, "TC": slem + jitter}))
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "label_efficiency.py"), "report", "--out",
+                           str(tmp_path / "out")], capture_output=True, encoding="utf-8", cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "out" / "paired.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    primary = [(r["comparison"], r["method"], r["region"]) for r in rows if r["primary"] == "true"]
+    assert sorted(primary) == [("K4_e20", "slem", "mean"), ("K4_e60", "slem", "mean")]
+    assert all(r["p_holm"] not in ("", "nan") and float(r["p_holm"]) >= float(r["p_value"]) for r in rows)
+    summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+    assert summary.startswith("## Pre-named endpoints")
+    assert "| final Dice (1500 steps) | slem − scratch, K4_e60 |" in summary
+    assert "scratch seeds 0, 1" in summary  # the runs that lack labeled_cases are named
+    assert "SLeM reaches scratch's 1500-step test Dice" in summary and "interpolation" in summary
+    assert (tmp_path / "out" / "dice_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "convergence.png").is_file()
+
+
+def test_dice_vs_steps_plot(tmp_path):
+    points = [BudgetPoint(250, "scratch", 0.6, 0.55, 0.65, 6), BudgetPoint(250, "slem", 0.68, 0.6, 0.7, 6,
+                                                                           0.08, 0.01, 0.15),
+              BudgetPoint(1500, "scratch", 0.72, 0.7, 0.74, 12), BudgetPoint(1500, "slem", 0.74, 0.7, 0.78, 12,
+                                                                             0.02, -0.01, 0.05)]
+    plot_dice_vs_steps(points, "scratch", tmp_path / "d.png", "title")
+    assert (tmp_path / "d.png").stat().st_size > 2000
