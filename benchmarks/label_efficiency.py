@@ -78,6 +78,18 @@ def prepare(args: argparse.Namespace) -> None:
                      "--test-cases", args.test_cases, "--voxel-mm", args.voxel_mm, "--seed", args.data_seed],
                     env, echo=True)
     name = _dataset_name(root)
+    pool = root / "nnUNet_raw" / name / "imagesUnlabeled"
+    if args.unlabeled_cases and not pool.is_dir():
+        # the same generator and seed: cases after the training and test ones, written beside the dataset so the
+        # training and test cases (and everything planned from them) stay as they are
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=root) as scratch:
+            run_command(["nnunet-slem", "make-dataset", "-d", DATASET_ID, "--anatomy", "icbm152", "--cases",
+                         args.cases, "--test-cases", args.test_cases, "--voxel-mm", args.voxel_mm, "--seed",
+                         args.data_seed, "--unlabeled-cases", args.unlabeled_cases, "--raw", scratch], env, echo=True)
+            shutil.move(str(Path(scratch) / name / "imagesUnlabeled"), str(pool))
     preprocessed = root / "nnUNet_preprocessed" / name
     if not (preprocessed / "nnUNetPlans.json").is_file() or not list(preprocessed.glob("nnUNetPlans_3d_fullres/*")):
         run_command(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", CONFIG, "-np", 2,
@@ -101,7 +113,8 @@ def run(args: argparse.Namespace) -> None:
            "--pretrain-seeds", args.pretrain_seeds, "--out", out,
            "--pretrain-epochs", args.pretrain_epochs, "--pretrain-iters", args.pretrain_iters,
            "--pretrain-batch", args.pretrain_batch, "--epochs", args.epochs, "--iters-per-epoch", args.iters,
-           "--val-iters", args.val_iters, *([] if args.tta else ["--no-tta"])]
+           "--val-iters", args.val_iters, *([] if args.tta else ["--disable_tta"]),
+           *(["--unlabeled", root / "nnUNet_raw" / _dataset_name(root) / "imagesUnlabeled"] if args.unlabeled else [])]
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     # pretraining seeds >= 1 live in the comparison folder (seed 0 in nnUNet_results): one shared folder, so the
@@ -379,6 +392,8 @@ def main() -> None:
     p.add_argument("--test-cases", type=int, default=DEFAULTS["test_cases"])
     p.add_argument("--voxel-mm", type=float, default=DEFAULTS["voxel_mm"])
     p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--unlabeled-cases", type=int, default=0,
+                   help="also write this many image-only cases (imagesUnlabeled/) for the pool arms [0]")
     p.add_argument("--features", type=int, nargs="*", default=list(FEATURES),
                    help=f"features per stage of the CPU plans {PLANS} [{' '.join(map(str, FEATURES))}]; none: keep "
                    "nnU-Net's plans only (GPU)")
@@ -388,6 +403,9 @@ def main() -> None:
     r.add_argument("--labeled", type=int, default=4)
     r.add_argument("--plans", default=PLANS, help=f"plans identifier [{PLANS}: the small CPU plans]")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    r.add_argument("--unlabeled", action="store_true",
+                   help="pass the dataset's imagesUnlabeled/ (prepare --unlabeled-cases) as compare's --unlabeled "
+                   "pool, for the pool arms (slem_pool, slem_x8_pool, mae_x8_pool, slem_recon_x8_pool)")
     r.add_argument("--tta", action="store_true", help="test-time mirroring when predicting the test cases")
     r.add_argument("--first-seed", type=int, default=0,
                    help="first paired seed: --first-seed 6 --seeds 6 adds seeds 6-11 to the stored seeds 0-5 [0]")

@@ -14,7 +14,8 @@ exactly those the pretraining loop writes (``nnunet_slem.pretrain.run_folder.sav
   ``plans_name``, ``configuration``, the fields of :func:`data_metadata` (dataset, channel count and names, patch
   size, spacing, normalisation), ``architecture``, ``cfb_config`` and ``cfb_stage``, ``pretext_name`` and
   ``pretext`` (its state, e.g. its assignment set), ``settings``, ``num_images``, ``audit``, and
-  ``trained_prefixes``: the state-dict prefixes of the parts the pretext trained (:func:`pretrained_prefixes`).
+  ``trained_prefixes``: the state-dict prefixes of the parts the pretext trained (:func:`pretrained_prefixes`),
+  and ``sha256``: the digest of everything else (:func:`save_checkpoint_file`; verified on every load).
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ import torch
 
 from nnunet_slem.atomic import write_atomic
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.validation.checkpoint import CheckpointError, stamp_digest, validate_checkpoint
+from nnunet_slem.validation.files import brief, not_a_file_reason
 
 FORMAT_VERSION = 1
 WEIGHTS_ENV = "SLEM_PRETRAINED_WEIGHTS"
 #: ``--pretext`` name -> prefix of its pretraining folder
 PRETRAIN_FOLDER_PREFIXES = {"slem": "SLeMPretrain", "taleb": "TalebPretrain", "supervoxel": "SupervoxelPretrain",
-                            "mae": "MAEPretrain"}
+                            "mae": "MAEPretrain", "slem_recon": "SLeMReconPretrain"}
 
 
 #: What checkpoints written before ``trained_prefixes`` was recorded trained, by pretext: the classification
@@ -43,7 +46,7 @@ _LEGACY_TRAINED_PREFIXES = {
     "classification": ("encoder.", "cfb."),
     "dense": ("encoder.", "cfb.", "decoder.stages.", "decoder.transpconvs."),
 }
-_DENSE_PRETEXTS = ("supervoxel", "mae")
+_DENSE_PRETEXTS = ("supervoxel", "mae", "slem_recon")
 
 
 def pretrained_prefixes(meta: dict) -> tuple[str, ...]:
@@ -73,30 +76,24 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
 
+def save_checkpoint_file(ckpt: dict, path: str | os.PathLike) -> None:
+    """Write a checkpoint atomically with its digest (``metadata["sha256"]``, see
+    :mod:`nnunet_slem.validation.checkpoint`), which every :func:`load_checkpoint` verifies."""
+    save_atomic(stamp_digest(ckpt), path)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a SLeM checkpoint safely; a truncated, corrupt or foreign file gets an error naming the fix."""
+    """Load a SLeM checkpoint safely: a missing, truncated, corrupt, altered (digest) or foreign file, or one with
+    fields of the wrong type or non-finite weights, gets a :class:`CheckpointError` naming the file and the fix."""
     path = Path(path)
-    if not path.is_file():
-        raise UserFacingError(f"SLeM checkpoint {path} does not exist.")
+    reason = not_a_file_reason(path)
+    if reason is not None:
+        raise CheckpointError(path, reason, "Point to a checkpoint file written by `nnunet-slem pretrain`.")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated zip files / bad pickles
-        raise UserFacingError(
-            f"Cannot read SLeM checkpoint {path} ({type(e).__name__}: {e}). The file is truncated or corrupt; "
-            "rerun `nnunet-slem pretrain ... --resume` (or without --resume) to write it again."
-        ) from e
-    if not isinstance(ckpt, dict) or "network_weights" not in ckpt or "metadata" not in ckpt:
-        raise UserFacingError(
-            f"{path} is not a SLeM pretraining checkpoint (no 'network_weights'/'metadata'). "
-            "Point SLEM_PRETRAINED_WEIGHTS at a checkpoint written by `nnunet-slem pretrain`."
-        )
-    version = ckpt["metadata"].get("format_version")
-    if version != FORMAT_VERSION:
-        raise UserFacingError(
-            f"{path} has checkpoint format {version}; this nnunet-slem reads format {FORMAT_VERSION}. "
-            "Pretrain again with this version."
-        )
-    return ckpt
+        raise CheckpointError(path, f"cannot be read ({brief(e)}); the file is truncated or corrupt") from e
+    return validate_checkpoint(ckpt, path, FORMAT_VERSION)
 
 
 def check_architecture(pretrained: dict[str, torch.Tensor], network_state: dict[str, torch.Tensor],

@@ -13,13 +13,16 @@ relative imports resolved against the importing module. The rules (docs/architec
 3. Side libraries (``evaluation``, ``data``, ``convert``) sit below ``experiments`` beside the training stack:
    they import none of ``commands``, ``experiments``, ``trainers``, ``pretrain``. They may use ``pretext`` and
    ``network``, each other, and the leaf modules.
-4. Leaf modules (``atomic``, ``errors``, ``paths``, ``checkpoint_format`` and the package's ``__init__``, which
-   holds only the version) import no other part of ``nnunet_slem`` than leaf modules.
+4. Leaf modules (``atomic``, ``errors``, ``paths``, ``checkpoint_format``, the ``validation`` package and the
+   package's ``__init__``, which holds only the version) import no other part of ``nnunet_slem`` than leaf modules.
 
 ``ext_trainers`` itself is nnU-Net's entry point into the trainers: it may import anything rule 1 allows the
 ``experiments`` layer (in practice only ``nnunet_slem.trainers``).
 
-A second test keeps every module at :data:`MAX_MODULE_LINES` lines or fewer.
+A second test keeps every module at :data:`MAX_MODULE_LINES` lines or fewer, and a third finds import cycles
+between modules (the same imports, lazy and ``TYPE_CHECKING`` ones included): within a layer, too, modules
+import one way, shared primitives at the bottom and composers on top, so a reader can tell which module is the
+foundation.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ MAX_MODULE_LINES = 450
 LAYERS = ("network", "pretext", "pretrain", "trainers", "experiments", "commands")
 ENTRY_POINTS = ("commands", "cli", "__main__")  # all of the top layer
 SIDE_LIBRARIES = ("evaluation", "data", "convert")
-LEAVES = ("atomic", "errors", "paths", "checkpoint_format", "")  # "" = the package's __init__
+LEAVES = ("atomic", "errors", "paths", "checkpoint_format", "validation", "")  # "" = the package's __init__
 FORBIDDEN_FOR_SIDE_LIBRARIES = ("commands", "experiments", "trainers", "pretrain")
 
 
@@ -139,6 +142,90 @@ def find_violations(package_dir: Path, package: str = PACKAGE) -> list[str]:
     return problems
 
 
+def import_graph(package_dir: Path, package: str = PACKAGE) -> dict[str, dict[str, Import]]:
+    """``module -> {imported module -> the first import of it}`` over the package's own modules (self-imports,
+    such as a package ``__init__`` reading its own names, are left out)."""
+    graph: dict[str, dict[str, Import]] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        source = module_name(path, package_dir, package)
+        edges = graph.setdefault(source, {})
+        for imp in imports_of(path, package_dir, package):
+            if imp.target != source and _is_module(imp.target, package_dir, package):
+                edges.setdefault(imp.target, imp)
+    return graph
+
+
+def _strongly_connected(graph: dict[str, dict[str, Import]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of ``graph`` with more than one module, each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, {}):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def _cycle_through(graph: dict[str, dict[str, Import]], component: list[str]) -> list[str]:
+    """A shortest cycle from the component's first module back to it, staying inside the component."""
+    start, members = component[0], set(component)
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return [start, *reversed(path[:-1]), start]
+                if nxt in members and nxt not in previous:
+                    previous[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    raise AssertionError(f"{component} is not strongly connected")  # pragma: no cover
+
+
+def find_cycles(package_dir: Path, package: str = PACKAGE) -> list[str]:
+    """One line per group of modules that import each other: a cycle through them, each step with the file,
+    line and statement that makes it."""
+    graph = import_graph(package_dir, package)
+    problems = []
+    for component in _strongly_connected(graph):
+        cycle = _cycle_through(graph, component)
+        steps = []
+        for source, target in zip(cycle, cycle[1:]):
+            imp = graph[source][target]
+            steps.append(f"{source} -> {target} ({imp.text}, line {imp.line})")
+        problems.append(f"cycle among {', '.join(component)}: " + "; ".join(steps))
+    return problems
+
+
 def long_modules(package_dir: Path, limit: int = MAX_MODULE_LINES) -> list[str]:
     counts = {path: len(path.read_text(encoding="utf-8").splitlines()) for path in sorted(package_dir.rglob("*.py"))}
     return [f"{path.relative_to(package_dir.parent)}: {n} lines" for path, n in counts.items() if n > limit]
@@ -150,6 +237,11 @@ def long_modules(package_dir: Path, limit: int = MAX_MODULE_LINES) -> list[str]:
 def test_imports_point_downward():
     problems = find_violations(PACKAGE_DIR)
     assert not problems, "imports against the package's layering:\n" + "\n".join(problems)
+
+
+def test_no_import_cycles():
+    cycles = find_cycles(PACKAGE_DIR)
+    assert not cycles, "modules that import each other (move what they share to a lower module):\n" + "\n".join(cycles)
 
 
 def test_every_module_is_small():
@@ -217,6 +309,35 @@ def test_checker_names_file_line_and_import(tmp_path, name, text, reason):
     statement = " ".join(text.strip().splitlines()[line - 1].split())
     assert problems[0].startswith(f"pkg/{name}:{line}: {statement} -- ")
     assert reason in problems[0]
+
+
+def test_checker_reports_a_constructed_cycle(tmp_path):
+    """a -> b -> c -> a (one import lazy, one under TYPE_CHECKING) is one cycle; d, importing into it, is not."""
+    package_dir = _write(tmp_path, {
+        "evaluation/a.py": "from pkg.evaluation.b import x\n",
+        "evaluation/b.py": "def f():\n    from . import c\n",
+        "evaluation/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import y\n",
+        "evaluation/d.py": "from pkg.evaluation import a\n",
+        "evaluation/__init__.py": "from .d import z\n",
+    })
+    assert find_violations(package_dir, "pkg") == []  # the layering allows all of it; only the cycle is wrong
+    (cycle,) = find_cycles(package_dir, "pkg")
+    assert cycle.startswith("cycle among pkg.evaluation.a, pkg.evaluation.b, pkg.evaluation.c: ")
+    assert "pkg.evaluation.a -> pkg.evaluation.b (from pkg.evaluation.b import x, line 1)" in cycle
+    assert "pkg.evaluation.b -> pkg.evaluation.c (from . import c, line 2)" in cycle
+    assert "pkg.evaluation.c -> pkg.evaluation.a (from .a import y, line 3)" in cycle
+    (package_dir / "evaluation" / "c.py").write_text("", encoding="utf-8")
+    assert find_cycles(package_dir, "pkg") == []
+
+
+def test_checker_reports_a_two_module_cycle(tmp_path):
+    package_dir = _write(tmp_path, {"trainers/base.py": "def f():\n    import pkg.trainers.variants\n",
+                                    "trainers/variants.py": "from pkg.trainers.base import Base\n"})
+    assert find_cycles(package_dir, "pkg") == [
+        "cycle among pkg.trainers.base, pkg.trainers.variants: "
+        "pkg.trainers.base -> pkg.trainers.variants (import pkg.trainers.variants, line 2); "
+        "pkg.trainers.variants -> pkg.trainers.base (from pkg.trainers.base import Base, line 1)"
+    ]
 
 
 def test_checker_counts_long_modules(tmp_path):

@@ -21,6 +21,7 @@ from nnunet_slem.experiments.workflow import console_script
 from nnunet_slem.pretrain.data import TRAIN_STREAM, ImageSource, sample_rng
 from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
 from nnunet_slem.pretrain.settings import PretrainSettings
+from nnunet_slem.pretrain.unlabeled_pool import preprocess_pool
 
 # one loader worker: errors met while reading must cross the process boundary as clearly as in-process ones
 SETTINGS = dict(epochs=2, iters_per_epoch=1, batch_size=2, audit_samples=0, probe_samples=0, eval_batches=0,
@@ -177,14 +178,13 @@ def test_truncated_unlabeled_cache_file(project, root, results, tmp_path):
     unlabeled.mkdir()
     for f in (project.raw / "imagesTr").glob("pat00_*.nii.gz"):
         shutil.copy(f, unlabeled / f.name.replace("pat00", "extra"))
-    cache = root / project.dataset_name / f"slem_unlabeled__{DATA}"
-    cache.mkdir()
-    np.save(cache / "extra.npy", np.zeros((4, 28, 34, 30), np.float32))
-    (cache / "extra.npy").write_bytes((cache / "extra.npy").read_bytes()[:5000])
     trainer = _trainer(project, root, results)
     trainer.unlabeled_dir = str(unlabeled)
+    cache = preprocess_pool(unlabeled, root / project.dataset_name, trainer.plans_manager,
+                            trainer.configuration_manager, trainer.data.dataset_json)
+    (cache / "extra.b2nd").write_bytes((cache / "extra.b2nd").read_bytes()[:5000])
     before = _snapshot(results)
-    with pytest.raises(UserFacingError, match=r"extra\.npy .*truncated or corrupt\. Delete it"):
+    with pytest.raises(UserFacingError, match=r"extra\.b2nd .*truncated or corrupt\. Delete it and its \.pkl"):
         trainer.run(resume=True)
     assert _snapshot(results) == before
 

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -106,7 +107,7 @@ def test_compare_smoke_writes_one_row_per_method_and_resumes_after_a_kill(reduce
     assert {json.dumps(r["labeled_cases"]) for r in records.values()} == {json.dumps(sorted(json.loads(x)))
                                                                            for x in subsets}
     assert records["scratch"]["pretrained_from"] is None
-    from nnunet_slem.experiments.comparison import file_sha256
+    from nnunet_slem.experiments.run_records import file_sha256
 
     slem_from = records["slem"]["pretrained_from"]
     assert slem_from["pretrain_seed"] == 0 and slem_from["sha256"] == file_sha256(Path(slem_from["path"]))
@@ -148,6 +149,31 @@ def test_aggregate_is_mean_and_std_over_seeds():
     assert "| scratch | no | - | 1 | 0.500 ± 0.000 |" in table and "Held-out test cases." in table
 
 
+def _record(method, seed, lesion):
+    split = {"dice": {"WT": 0.8, "TC": 0.6, "ET": 0.5}, "cases": [{"case": "c1"}]}
+    if lesion:
+        split["lesion_dice"] = {"WT": 0.7, "TC": 0.5, "ET": 0.4}
+    return {"method": method, "trainer": "T", "pretext": None, "cfb": False, "labeled": "2", "seed": seed,
+            "train_cases": 2, "splits": {"test": split}}
+
+
+@pytest.mark.parametrize(("lesion_per_method", "lesion_columns"), [
+    ({"scratch": False, "slem": False}, 0),  # the issue's case: the header used to list 11 cells, the rows 8
+    ({"scratch": True, "slem": True}, 3),
+    ({"scratch": True, "slem": False}, 0),  # lesion-wise Dice of some runs only: left out everywhere
+])
+def test_results_markdown_rows_have_as_many_cells_as_the_header(lesion_per_method, lesion_columns):
+    from nnunet_slem.experiments.comparison_report import split_rows
+
+    records = [_record(m, s, lesion) for m, lesion in lesion_per_method.items() for s in (0, 1)]
+    table = results_markdown(split_rows(records, "test"), ["WT", "TC", "ET"], ALL_METHODS, "# X", "Test.")
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    cells = [line.count("|") - 1 for line in rows]  # no cell holds a "|"
+    assert len(rows) == 2 + len(lesion_per_method)  # header, separator, one row per method
+    assert cells == [3 + 5 + lesion_columns] * len(rows), "\n".join(rows)
+    assert ("ET lesion Dice" in rows[0]) == bool(lesion_columns)
+
+
 def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
     """--pretrain-seeds P pretrains every pretext P times; fine-tuning seed s starts from pretraining s mod P,
     and every method of a seed gets that seed."""
@@ -183,17 +209,19 @@ def test_fine_tuning_seeds_are_paired_with_pretraining_seeds(tmp_path):
 def test_more_seeds_than_distinct_labelled_subsets_is_refused(tmp_path):
     """4 labelled of 5 training cases allow C(5, 4) = 5 distinct subsets: 6 seeds would repeat one."""
     from nnunet_slem.experiments.comparison import Comparison
+    from nnunet_slem.trainers.labeled_subset import check_seed_count
 
+    with pytest.raises(UserFacingError, match=r"--seeds 6 .* distinct labelled subsets \(5: 4 of 5"):
+        check_seed_count(6, 5, "4", 0)
+    check_seed_count(5, 5, "4", 0)
+    check_seed_count(10, 5, "0.5", 0)  # round(2.5) = 2: C(5, 2) = 10
     (tmp_path / "splits_final.json").write_text(json.dumps([{"train": list("abcde"), "val": ["f"]}]),
                                                 encoding="utf-8")
     comparison = Comparison.__new__(Comparison)
     comparison.data = type("Data", (), {"preprocessed_base": str(tmp_path)})()
     comparison.s = CompareSettings("1", "3d_fullres", 0, labeled="4", seeds=6)
-    with pytest.raises(UserFacingError, match=r"--seeds 6 .* distinct labelled subsets \(5: 4 of 5"):
+    with pytest.raises(UserFacingError, match=r"--seeds 6 .*\(5: 4 of 5 training cases\)"):
         comparison.check_distinct_subsets(6)
-    comparison.check_distinct_subsets(5)
-    comparison.s = CompareSettings("1", "3d_fullres", 0, labeled="0.5", seeds=6)  # round(2.5) = 2: C(5, 2) = 10
-    comparison.check_distinct_subsets(10)
 
 
 def test_pretext_variants_pretrain_with_their_options_into_their_own_folders(tmp_path, monkeypatch):
@@ -246,3 +274,72 @@ def test_compare_smoke_with_the_mae_baseline_writes_an_mae_row(reduced_demo, tmp
     record = next(target.rglob("SLeMTrainer_fromMAE__*/fold_0/slem_pretrained_from.json"))
     loaded = json.loads(record.read_text(encoding="utf-8"))
     assert "MAEPretrain__" in loaded["checkpoint"] and loaded["tensors_per_part"]["decoder"]["loaded"] > 0
+
+
+def test_pool_and_scale_arms_pretrain_on_the_pool_into_folders_named_by_it(tmp_path, monkeypatch):
+    """slem_pool / slem_x8 / slem_x8_pool: the pool reaches `pretrain --unlabeled`, the scale multiplies the
+    comparison's pretraining epochs (and wins over them), and the pool's identity names the folders."""
+    from nnunet_slem.experiments import comparison as module
+
+    pool = tmp_path / "imagesUnlabeled"
+    pool.mkdir()
+    for case in ("u0", "u1"):
+        for channel in range(2):
+            (pool / f"{case}_{channel:04d}.nii.gz").write_bytes(b"")
+    with pytest.raises(UserFacingError, match=r"--methods slem_pool pretrain\(s\) on an unlabelled pool: pass it "
+                                              r"with --unlabeled DIR"):
+        CompareSettings("1", "3d_fullres", 0, methods=["scratch", "slem_pool"])
+    commands = []
+    monkeypatch.setattr(module, "run_command", lambda args, env, log, echo=False: commands.append((args, env)))
+    comparison = module.Comparison.__new__(module.Comparison)
+    comparison.s = CompareSettings("1", "3d_fullres", 0, methods=["slem", "slem_pool", "slem_x8", "slem_x8_pool"],
+                                   pretrain_epochs=20, unlabeled=str(pool), out=str(tmp_path))
+    comparison.data = type("Data", (), {"dataset_name": "Dataset001_X", "dataset_json": {
+        "file_ending": ".nii.gz", "channel_names": {"0": "a", "1": "b"}}})()
+    comparison.dataset_id = 1
+    comparison.root, comparison.log = tmp_path, tmp_path / "log.txt"
+    comparison.pretrain_root, comparison.extra_pretrain_root = tmp_path / "results", tmp_path / "pretrain_seeds"
+    finetuned = {}
+    comparison.finetune_and_evaluate = lambda method, seed, checkpoint, pretrain_seed: finetuned.setdefault(
+        method.name, str(checkpoint))
+    comparison.report = lambda *args: None
+    comparison.check_distinct_subsets = lambda n: None
+    comparison.run()
+    assert len(commands) == 4 and len(set(finetuned.values())) == 4
+    by_root = {env["nnUNet_results"]: args for args, env in commands}
+
+    def last_epochs(args: list) -> int:  # the last --epochs wins in argparse
+        return [args[i + 1] for i, a in enumerate(args) if a == "--epochs"][-1]
+
+    assert sorted(last_epochs(args) for args in by_root.values()) == [20, 20, 160, 160]
+    pooled = [args for args in by_root.values() if "--unlabeled" in args]
+    assert len(pooled) == 2 and all(args[args.index("--unlabeled") + 1] == str(pool) for args in pooled)
+    assert sorted(last_epochs(args) for args in pooled) == [20, 160]
+    roots = [r for r in by_root if "--unlabeled" in by_root[r]]
+    assert all("pool-imagesUnlabeled-2cases-" in r for r in roots)
+    assert "pool-" in finetuned["slem_x8_pool"] and "_x_8" in finetuned["slem_x8_pool"]
+    assert "pool-" not in finetuned["slem_x8"] and "pretrain_variants" not in finetuned["slem"]
+
+
+@pytest.mark.integration
+def test_compare_smoke_with_the_reconstructive_slem_and_a_pool(reduced_demo, tmp_path):
+    """`compare --methods scratch,slem_recon --unlabeled DIR --smoke` on the bundled data, with a pool arm
+    (slem_pool) so the pool really reaches a pretraining."""
+    out, _, demo = reduced_demo
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    raw = next((out / "nnUNet_raw").glob("Dataset991_*"))
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for f in sorted((raw / "imagesTs").glob("*.nii.gz")):  # held-out images stand in for an unlabelled pool here
+        shutil.copy(f, pool / f.name.replace("SLEM_", "POOL_"))
+    target = tmp_path / "compare_recon"
+    proc = _compare(out, target, "--methods", "scratch,slem_recon,slem_pool", "--unlabeled", str(pool))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    with open(target / "results.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    assert [r["method"] for r in rows] == ["scratch", "slem_recon", "slem_pool"]
+    record = next(target.rglob("SLeMTrainer_fromSLeMRecon__*/fold_0/slem_pretrained_from.json"))
+    loaded = json.loads(record.read_text(encoding="utf-8"))
+    assert "SLeMReconPretrain__" in loaded["checkpoint"] and loaded["tensors_per_part"]["decoder"]["loaded"] > 0
+    config = next(target.rglob("pool-pool-2cases-*/seed_0/**/SLeMPretrain__*/pretrain_config.json"))
+    assert json.loads(config.read_text(encoding="utf-8"))["unlabeled_pool"]["num_cases"] == 2

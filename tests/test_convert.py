@@ -49,7 +49,15 @@ def write_nifti(path: Path, arr: np.ndarray, spacing=SPACING, origin=(0.0, 0.0, 
 # ---------------------------------------------------------------------------------------------------- BraTS
 
 BRATS21 = ("BraTS2021_{:05d}", "_", ("flair", "t1", "t1ce", "t2"), (0, 1, 2, 4))
-GLI = ("BraTS-GLI-{:05d}-000", "-", ("t2f", "t1n", "t1c", "t2w"), (0, 1, 2, 3))
+SEQ_2023 = ("t2f", "t1n", "t1c", "t2w")
+GLI = ("BraTS-GLI-{:05d}-000", "-", SEQ_2023, (0, 1, 2, 3))
+MEN = ("BraTS-MEN-{:05d}-000", "-", SEQ_2023, (0, 1, 2, 3))
+MET = ("BraTS-MET-{:05d}-000", "-", SEQ_2023, (0, 1, 2, 3))
+PED = ("BraTS-PED-{:05d}-000", "-", SEQ_2023, (0, 1, 2, 3))
+SSA = ("BraTS-SSA-{:05d}-000", "-", SEQ_2023, (0, 1, 2, 3))
+GLI_POST = ("BraTS-GLI-{:05d}-100", "-", SEQ_2023, (0, 1, 2, 3, 4))  # 2024 post-treatment: 4 resection cavity
+MAP_2023 = {0: 0, 2: 1, 1: 2, 3: 3}
+TUMOUR_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
 
 
 def brats_seg(values: tuple[int, ...], seed: int) -> np.ndarray:
@@ -81,11 +89,21 @@ def read(path: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("layout", "mapping"),
-    [(BRATS21, {0: 0, 2: 1, 1: 2, 4: 3}), (GLI, {0: 0, 2: 1, 1: 2, 3: 3})],
-    ids=["brats2021", "gli"],
+    ("layout", "mapping", "labels", "regions_class_order"),
+    [
+        (BRATS21, {0: 0, 2: 1, 1: 2, 4: 3}, TUMOUR_LABELS, [1, 2, 3]),
+        (GLI, MAP_2023, TUMOUR_LABELS, [1, 2, 3]),
+        (MEN, MAP_2023, TUMOUR_LABELS, [1, 2, 3]),
+        (MET, MAP_2023, TUMOUR_LABELS, [1, 2, 3]),
+        (PED, MAP_2023, TUMOUR_LABELS, [1, 2, 3]),
+        (SSA, MAP_2023, TUMOUR_LABELS, [1, 2, 3]),
+        # the resection cavity keeps 4, as its own region outside WT/TC/ET, painted last
+        (GLI_POST, {**MAP_2023, 4: 4}, {**TUMOUR_LABELS, "resection cavity": [4]}, [1, 2, 3, 4]),
+    ],
+    ids=["brats2021", "gli", "men", "met", "ped", "ssa", "gli-post-2024"],
 )
-def test_brats_labels_channels_and_unlabelled_cases(raw: Path, tmp_path: Path, layout, mapping) -> None:
+def test_brats_labels_channels_and_unlabelled_cases(raw: Path, tmp_path: Path, layout, mapping, labels,
+                                                    regions_class_order) -> None:
     src = tmp_path / "src"
     cases = make_brats(src, layout, 3, with_seg=lambda i: i != 2)  # case 2: validation case, no seg
     run_cli(["brats", str(src), "-d", "7"])
@@ -93,9 +111,9 @@ def test_brats_labels_channels_and_unlabelled_cases(raw: Path, tmp_path: Path, l
     assert sorted(os.listdir(raw)) == ["Dataset007_BraTS"]
     dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert dj["channel_names"] == {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
-    assert dj["labels"] == {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
-                            "enhancing tumor": [3]}
-    assert dj["regions_class_order"] == [1, 2, 3]
+    assert dj["labels"] == labels
+    assert list(dj["labels"]) == list(labels)  # order matters: regions_class_order follows it
+    assert dj["regions_class_order"] == regions_class_order
     assert (dj["numTraining"], dj["numUnlabeled"], dj["file_ending"]) == (2, 1, ".nii.gz")
     for i, case in enumerate(cases):
         folder = ds / ("imagesTr" if i != 2 else "imagesUnlabeled")
@@ -159,19 +177,98 @@ def test_unknown_label_value_is_refused(raw: Path, tmp_path: Path) -> None:
     seg = brats_seg(GLI[3], 0)
     seg[0, 0, 0] = 4  # resection cavity (BraTS 2024) is not a GLI 2023 tumour label
     write_nifti(src / cases[0] / f"{cases[0]}-seg.nii.gz", seg)
-    with pytest.raises(UserFacingError, match=rf"case {cases[0]}: segmentation has label values \[4\]"):
+    with pytest.raises(UserFacingError, match=rf"case {cases[0]}: segmentation has label values \[4\]") as err:
         run_cli(["brats", str(src), "-d", "11"])
+    assert "--layout gli-post" in str(err.value)  # the way out for post-treatment cases with 0NN folders
     _assert_raw_untouched(raw)
 
 
-def test_unknown_layout_lists_both_patterns(raw: Path, tmp_path: Path) -> None:
+def test_forced_gli_post_layout_keeps_the_resection_cavity(raw: Path, tmp_path: Path) -> None:
+    """--layout gli-post converts post-treatment cases whatever their suffix (here -000, the 2023 pattern)."""
+    src = tmp_path / "src"
+    cases = make_brats(src, (GLI[0], "-", SEQ_2023, GLI_POST[3]), 2)
+    run_cli(["brats", str(src), "-d", "15", "--layout", "gli-post"])
+    ds = raw / "Dataset015_BraTS"
+    assert json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["labels"]["resection cavity"] == [4]
+    for i, case in enumerate(cases):
+        original = brats_seg(GLI_POST[3], i)
+        assert np.array_equal(read(ds / "labelsTr" / f"{case}.nii.gz"),
+                              np.vectorize({**MAP_2023, 4: 4}.get)(original))
+
+
+def test_evaluate_reports_the_resection_cavity_apart_from_the_tumour(raw: Path, tmp_path: Path) -> None:
+    """A prediction that misses every cavity voxel: WT/TC/ET stay perfect (RC is outside them), RC scores 0."""
+    from nnunet_slem.commands import evaluate as evaluate_cmd
+
+    src = tmp_path / "src"
+    cases = make_brats(src, GLI_POST, 2)
+    run_cli(["brats", str(src), "-d", "18"])
+    ds = raw / "Dataset018_BraTS"
+    pred = tmp_path / "pred"
+    for case in cases:
+        img = sitk.ReadImage(str(ds / "labelsTr" / f"{case}.nii.gz"))
+        arr = sitk.GetArrayFromImage(img)
+        assert (arr == 4).any()
+        arr[arr == 4] = 0
+        out = sitk.GetImageFromArray(arr)
+        out.CopyInformation(img)
+        pred.mkdir(exist_ok=True)
+        sitk.WriteImage(out, str(pred / f"{case}.nii.gz"))
+    parser = argparse.ArgumentParser()
+    evaluate_cmd.add_arguments(parser)
+    evaluate_cmd.run(parser.parse_args(["-ref", str(ds / "labelsTr"), "-pred", str(pred), "-dj",
+                                        str(ds / "dataset.json"), "-o", str(tmp_path / "m"), "-np", "1"]))
+    regions = json.loads((tmp_path / "m" / "summary.json").read_text(encoding="utf-8"))["regions"]
+    assert list(regions) == ["WT", "TC", "ET", "resection cavity"]
+    assert [regions[r]["dice"]["mean"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+    assert regions["resection cavity"]["dice"]["mean"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "names"),
+    [(GLI, GLI_POST, ("BraTS 2023 GLI", "BraTS 2024 post-treatment glioma")),
+     (MET, BRATS21, ("BraTS 2023 MET", "BraTS 2021"))],
+    ids=["gli-2023-and-2024", "met-and-2021"],
+)
+def test_mixed_layouts_name_a_case_of_each(raw: Path, tmp_path: Path, first, second, names) -> None:
+    src = tmp_path / "src"
+    a = make_brats(src, first, 2)
+    b = make_brats(src, second, 1)
+    with pytest.raises(UserFacingError, match="mixes BraTS layouts") as err:
+        run_cli(["brats", str(src), "-d", "16"])
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert a[0] in msg and b[0] in msg and all(n in msg for n in names)
+    _assert_raw_untouched(raw)
+
+
+def test_forced_layout_still_refuses_other_layouts(raw: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_brats(src, MEN, 1)
+    make_brats(src, SSA, 1)
+    with pytest.raises(UserFacingError, match=r"BraTS-SSA-00000-000 is BraTS 2023 SSA"):
+        run_cli(["brats", str(src), "-d", "17", "--layout", "men"])
+    _assert_raw_untouched(raw)
+
+
+def test_unknown_layout_lists_every_layout_on_one_line(raw: Path, tmp_path: Path) -> None:
     (tmp_path / "src" / "patient_1").mkdir(parents=True)
+    (tmp_path / "src" / "BraTS-MEN-RT-0001-1").mkdir()  # BraTS 2024 meningioma RT: another layout, not supported
     with pytest.raises(UserFacingError) as err:
         run_cli(["brats", str(tmp_path / "src"), "-d", "12"])
     msg = str(err.value)
+    assert "\n" not in msg
     assert "BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz" in msg
-    assert "BraTS-GLI-XXXXX-XXX/BraTS-GLI-XXXXX-XXX-{t2f,t1n,t1c,t2w,seg}.nii.gz" in msg
+    for kind in ("GLI", "MEN", "MET", "PED", "SSA"):
+        assert f"BraTS 2023 {kind}" in msg and f"BraTS-{kind}-NNNNN-" in msg
+    assert "BraTS 2024 post-treatment glioma [gli-post]: BraTS-GLI-NNNNN-1NN" in msg
     _assert_raw_untouched(raw)
+
+
+def test_command_layout_names_are_the_converters() -> None:
+    from nnunet_slem.convert import brats
+
+    assert convert_cmd.LAYOUT_KEYS == brats.LAYOUT_KEYS
 
 
 def test_existing_dataset_id_is_refused_and_left_alone(raw: Path, tmp_path: Path) -> None:

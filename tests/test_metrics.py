@@ -448,3 +448,119 @@ def test_origin_mismatch_names_the_case(tmp_path: Path) -> None:
     sitk.WriteImage(img, str(tmp_path / "pred" / "bad_case.nii.gz"))
     with pytest.raises(UserFacingError, match="case bad_case: reference origin"):
         evaluate_folders(tmp_path / "ref", tmp_path / "pred", [Region("fg", (1,))])
+
+
+# ------------------------------------------------------------------- nnU-Net's reader/writer, aliases, progress
+
+
+def _as_tiff_dataset(nifti_dir: Path, tiff_dir: Path) -> None:
+    """The NIfTI files of ``nifti_dir`` as nnU-Net's Tiff3DIO stores them: ``CASE.tif`` with the spacing in a
+    ``CASE.json`` sidecar (per array axis, the exact spacing SimpleITK reads from the NIfTI header)."""
+    import tifffile
+
+    tiff_dir.mkdir(parents=True)
+    for path in sorted(nifti_dir.glob("*.nii.gz")):
+        case = path.name[: -len(".nii.gz")]
+        img = sitk.ReadImage(str(path))
+        tifffile.imwrite(tiff_dir / f"{case}.tif", sitk.GetArrayFromImage(img))
+        (tiff_dir / f"{case}.json").write_text(json.dumps({"spacing": list(img.GetSpacing()[::-1])}))
+
+
+def test_tif_with_spacing_sidecars_scores_as_the_same_data_in_nifti(tmp_path: Path) -> None:
+    """nnU-Net picks Tiff3DIO for a 3D ``.tif`` dataset and takes the spacing from the sidecars (SimpleITK would
+    ignore them): every metric, HD95 in mm and volumes included, equals the NIfTI evaluation."""
+    outs = {}
+    for ending, folder in ((".nii.gz", "nii"), (".tif", "tif")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "dataset.json").write_text(json.dumps({"labels": BRATS_LABELS, "file_ending": ending}))
+    _random_cases(tmp_path / "nii" / "ref", tmp_path / "nii" / "pred", 3)  # spacing (2.5, 0.9, 1.0) per array axis
+    _as_tiff_dataset(tmp_path / "nii" / "ref", tmp_path / "tif" / "ref")
+    _as_tiff_dataset(tmp_path / "nii" / "pred", tmp_path / "tif" / "pred")
+    for folder, n_proc in (("nii", "1"), ("tif", "2")):  # 2 worker processes: the reader class reaches them
+        out = tmp_path / f"out_{folder}"
+        run_cli(["-ref", str(tmp_path / folder / "ref"), "-pred", str(tmp_path / folder / "pred"), "-djfile",
+                 str(tmp_path / folder / "dataset.json"), "-o", str(out), "-np", n_proc, "--lesion-wise"])
+        outs[folder] = out
+    nii, tif = ((outs[f] / "metrics_per_case.csv").read_text(encoding="utf-8") for f in ("nii", "tif"))
+    assert tif == nii and len(tif.splitlines()) == 1 + 3 * 3
+    regions = [json.loads((outs[f] / "summary.json").read_text(encoding="utf-8"))["regions"] for f in ("nii", "tif")]
+    assert regions[0] == regions[1]
+    # the sidecars' spacing is what made them equal: with the isotropic spacing SimpleITK would have used, HD95
+    # and the volumes differ
+    with open(outs["tif"] / "metrics_per_case.csv", encoding="utf-8") as f:
+        wt = next(r for r in csv.DictReader(f) if r["case"] == "case_002" and r["region"] == "WT")
+    import tifffile
+
+    ref, pred = (tifffile.imread(tmp_path / "tif" / d / "case_002.tif") for d in ("ref", "pred"))
+    (iso,) = metrics_for_arrays("case_002", ref, pred, (1.0, 1.0, 1.0), [Region("WT", (1, 2, 3))])
+    assert float(wt["hd95_mm"]) != pytest.approx(iso.hd95_mm) and float(wt["ref_ml"]) != pytest.approx(iso.ref_ml)
+    assert float(wt["ref_ml"]) == pytest.approx(iso.ref_ml * 2.5 * float(np.float32(0.9)) * 1.0)
+
+
+def test_a_reader_that_cannot_read_the_files_is_named(tmp_path: Path) -> None:
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    _random_cases(ref_dir, pred_dir, 1)
+    dj = tmp_path / "dataset.json"
+    dj.write_text(json.dumps({"labels": BRATS_LABELS, "file_ending": ".nii.gz",
+                              "overwrite_image_reader_writer": "Tiff3DIO"}))
+    with pytest.raises(UserFacingError) as caught:
+        run_cli(["-ref", str(ref_dir), "-pred", str(pred_dir), "-djfile", str(dj), "-np", "1"])
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"Tiff3DIO (the reader dataset.json selects) cannot read reference {ref_dir / 'case_000.nii.gz'}" in message
+
+
+def test_reader_writer_for_names_a_file_no_reader_reads(tmp_path: Path) -> None:
+    from nnunet_slem.evaluation.segmentation_io import reader_writer_for
+
+    bad = tmp_path / "case.tif"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(UserFacingError, match=r"^no nnU-Net reader/writer can read .*case\.tif; set dataset\.json"):
+        reader_writer_for({"file_ending": ".tif"}, bad)
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    assert reader_writer_for({"file_ending": ".nii.gz"}) is SimpleITKIO
+
+
+@pytest.mark.parametrize("flag", ["-djfile", "-dj"])
+def test_djfile_is_nnunets_spelling_and_dj_still_works(flag: str) -> None:
+    parser = argparse.ArgumentParser()
+    evaluate_cmd.add_arguments(parser)
+    args = parser.parse_args(["-ref", "r", "-pred", "p", flag, "x/dataset.json"])
+    assert args.dataset_json == "x/dataset.json"
+    shown = parser.format_help()
+    assert "-djfile JSON" in shown and "-dj JSON" not in shown and "-dj " not in shown.replace("-djfile", "")
+
+
+def test_progress_bar_over_cases_only_when_asked(tmp_path: Path, capsys, monkeypatch) -> None:
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    _random_cases(ref_dir, pred_dir, 3)
+    regions, _ = regions_from_labels(BRATS_LABELS)
+    quiet = evaluate_folders(ref_dir, pred_dir, regions)
+    assert capsys.readouterr().err == ""
+    shown = evaluate_folders(ref_dir, pred_dir, regions, progress=True)
+    assert "evaluating" in (err := capsys.readouterr().err) and "3/3" in err
+    assert shown == quiet
+    assert evaluate_cmd.show_progress() is False  # pytest captures: not a terminal, so the CLI shows no bar
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    assert evaluate_cmd.show_progress() is True
+
+
+def test_a_2d_png_dataset_is_scored_in_2d(tmp_path: Path) -> None:
+    """NaturalImage2DIO gives a 2D image a marker axis of spacing 999: dropped, so HD95 and NSD are 2D ones."""
+    from skimage import io
+
+    ref = np.zeros((20, 30), np.uint8)
+    ref[5:10, 5:15] = 1
+    pred = np.zeros_like(ref)
+    pred[5:10, 7:17] = 1  # two pixels to the right
+    for folder, arr in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        io.imsave(tmp_path / folder / "a.png", arr, check_contrast=False)
+    (row,) = evaluate_folders(tmp_path / "ref", tmp_path / "pred", [Region("fg", (1,))], ".png",
+                              dataset_json={"file_ending": ".png"})
+    # the short sides of the contours are 2 px (2 mm) apart, well over 5 % of the distances; the area is 50 mm^2
+    # (it would be 999 times that with the marker axis kept)
+    assert (row.dice, row.hd95_mm, row.ref_ml) == (pytest.approx(0.8), pytest.approx(2.0), pytest.approx(0.05))
+    assert row.nsd == 1.0  # every contour pixel within 2 mm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 
@@ -62,7 +63,7 @@ def audits() -> dict[str, AuditResult]:
         for name, guards in (("on", True), ("off", False)):
             cfg = SLeMPretextConfig(normalization="zscore" if guards else "none", intensity_aug=guards)
             pretext = SLeMPretext(cfg, num_modalities=M, spatial_dims=3)
-            results[name] = run_audit(pretext, scaled_modalities(1), n_train=600, n_test=300, steps=200)
+            results[name] = run_audit(pretext, scaled_modalities(1), n_train=600, n_test=300)
     finally:
         torch.set_num_threads(threads)
     return results
@@ -105,7 +106,7 @@ def shape_audits() -> dict[str, AuditResult]:
         return {
             norm: run_audit(SLeMPretext(SLeMPretextConfig(normalization=norm, intensity_aug=norm == "zscore"),
                                         num_modalities=M, spatial_dims=3),
-                            shaped_modalities(2), n_train=600, n_test=300, steps=200)
+                            shaped_modalities(2), n_train=600, n_test=300)
             for norm in ("zscore", "rank")
         }
     finally:
@@ -129,8 +130,7 @@ def _audit(cfg: SLeMPretextConfig, sample: Callable[[int], torch.Tensor], m: int
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_audit(SLeMPretext(cfg, num_modalities=m, spatial_dims=3), sample, n_train=600, n_test=300,
-                         steps=200)
+        return run_audit(SLeMPretext(cfg, num_modalities=m, spatial_dims=3), sample, n_train=600, n_test=300)
     finally:
         torch.set_num_threads(threads)
 
@@ -217,3 +217,51 @@ def test_summary_names_every_group(audits: dict[str, AuditResult]) -> None:
     assert all(g in line for g in ("histogram", "seam", "texture")) and "\n" not in line
     d = json.loads(json.dumps(audits["on"].to_dict()))
     assert set(d["group_accuracies"]) == {"histogram", "seam", "texture"}
+
+
+# ------------------------------------------------------------------------- the classifier: scikit-learn, converged
+
+
+def constant_levels(seed: int = 0) -> Callable[[int], torch.Tensor]:
+    """Channel ``c`` is the level ``c - 1`` plus faint noise: with the guards off, each block's histogram says
+    which modality fills it, and the class is a linear function of those one-hot histograms (the true
+    assignment matches every (block, channel) slot, any other one fewer), so a converged fit must find it."""
+    g = torch.Generator().manual_seed(seed)
+    levels = (torch.arange(M, dtype=torch.float32) - 1).reshape(1, M, 1, 1, 1)
+
+    def sample(n: int) -> torch.Tensor:
+        return levels + 0.02 * torch.randn((n, M, *SHAPE), generator=g)
+
+    return sample
+
+
+def test_a_linearly_separable_shortcut_is_found_on_held_out_samples() -> None:
+    cfg = SLeMPretextConfig(normalization="none", intensity_aug=False)
+    result = _audit(cfg, constant_levels(5))
+    assert result.unconverged == [], result.summary()
+    assert result.group_accuracies["histogram"] >= 0.99, result.summary()
+    assert result.accuracy >= 0.99, result.summary()
+
+
+def test_a_fit_stopped_early_warns_and_names_its_group() -> None:
+    from nnunet_slem.pretext.audit import AuditConvergenceWarning
+
+    pretext = SLeMPretext(SLeMPretextConfig(normalization="none", intensity_aug=False), num_modalities=M,
+                          spatial_dims=3)
+    with pytest.warns(AuditConvergenceWarning, match="the histogram classifier did not converge in 2 iterations"):
+        result = run_audit(pretext, constant_levels(6), n_train=96, n_test=24, groups=("histogram",), max_iter=2)
+    assert result.unconverged == ["histogram"]
+    assert "not converged: histogram" in result.summary()
+    # pretraining stores the result in its checkpoint, which must load with weights_only (no numpy scalars)
+    buffer = io.BytesIO()
+    torch.save(result.to_dict(), buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["group_accuracies"] == result.group_accuracies
+
+
+def test_sampling_shows_a_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    pretext = SLeMPretext(SLeMPretextConfig(), num_modalities=M, spatial_dims=3)
+    run_audit(pretext, scaled_modalities(7), n_train=64, n_test=16, groups=("histogram",), batch_size=8,
+              progress=True)
+    err = capsys.readouterr().err
+    assert "audit: drawing pretext samples" in err and "80/80" in err

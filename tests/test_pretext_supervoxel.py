@@ -145,7 +145,8 @@ def source() -> _FakeSource:
 def test_cache_computes_once_and_loads_memory_mapped(tmp_path: Path, source, monkeypatch) -> None:
     calls = []
     original = sv.compute_supervoxels
-    monkeypatch.setattr(sv, "compute_supervoxels", lambda img, cfg: calls.append(1) or original(img, cfg))
+    monkeypatch.setattr(sv, "compute_supervoxels",
+                        lambda img, cfg, spacing=None: calls.append(1) or original(img, cfg, spacing))
     folder = tmp_path / cache_folder_name("nnUNetPlans_3d_fullres")
     assert folder.name == "slem_supervoxels__nnUNetPlans_3d_fullres"
     config = SupervoxelConfig(n_segments=10)
@@ -175,6 +176,72 @@ def test_cache_rejects_other_settings(tmp_path: Path, source) -> None:
         SupervoxelCache(tmp_path, SupervoxelConfig(n_segments=11))
     with pytest.raises(PretextConfigError, match="compactness"):
         SupervoxelCache(tmp_path, SupervoxelConfig(n_segments=10, compactness=1.0))
+
+
+# ------------------------------------------------------------------------------------------------ spacing
+
+
+def _physical_extent(ids: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Mean over supervoxels of the standard deviation of their voxels' positions in mm, per axis."""
+    position = np.indices(ids.shape).reshape(ids.ndim, -1).T * np.asarray(spacing)
+    flat = ids.ravel()
+    return np.mean([position[flat == v].std(0) for v in np.unique(flat)], axis=0)
+
+
+def test_anisotropic_spacing_gives_supervoxels_compact_in_millimetres() -> None:
+    """3 mm along axis 0, 1 mm in-plane: without the spacing SLIC makes supervoxels compact in voxels, which in
+    millimetres are stretched ~2.5x along the coarse axis; with it they are compact in millimetres."""
+    spacing = (3.0, 1.0, 1.0)
+    x = np.random.default_rng(0).normal(0, 1, (2, 16, 48, 48)).astype(np.float32)
+    config = SupervoxelConfig(n_segments=50, compactness=0.3)
+    without = _physical_extent(compute_supervoxels(x, config), spacing)
+    with_spacing = compute_supervoxels(x, config, spacing)
+    extent = _physical_extent(with_spacing, spacing)
+    assert without[0] / without[1:].mean() > 2.0, without
+    assert extent[0] / extent[1:].mean() < 1.3, extent
+    # only the ratio matters (compactness keeps its meaning); isotropic spacing changes nothing
+    assert np.array_equal(compute_supervoxels(x, config, (6.0, 2.0, 2.0)), with_spacing)
+    assert np.array_equal(compute_supervoxels(x, config, (5.0, 5.0, 5.0)), compute_supervoxels(x, config))
+    with pytest.raises(ValueError, match="spacing"):
+        compute_supervoxels(x, config, (1.0, 1.0))
+
+
+def test_spacing_is_part_of_the_cache_key(tmp_path: Path, source) -> None:
+    config = SupervoxelConfig(n_segments=10)
+    cache = SupervoxelCache(tmp_path, config, (3.0, 1.0, 1.0))
+    cache.ensure(source)
+    assert json.loads((tmp_path / "config.json").read_text())["spacing"] == [3.0, 1.0, 1.0]
+    assert np.array_equal(cache.load(source, 0), compute_supervoxels(source.image(0), config, (3.0, 1.0, 1.0)))
+    with pytest.raises(PretextConfigError, match="spacing"):
+        SupervoxelCache(tmp_path, config, (1.0, 1.0, 1.0))
+    with pytest.raises(PretextConfigError, match="spacing"):
+        SupervoxelCache(tmp_path, config)
+    # a cache written before the spacing was recorded was isotropic: reused by isotropic runs only
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps(config.supervoxel_params()))
+    SupervoxelCache(old, config, (2.0, 2.0, 2.0))
+    with pytest.raises(PretextConfigError, match="spacing"):
+        SupervoxelCache(old, config, (3.0, 1.0, 1.0))
+
+
+def test_the_pretext_reads_the_spacing_from_the_plans(tmp_path: Path) -> None:
+    """``extra_input`` finds the configuration by its data identifier, inherited keys included (as nnU-Net)."""
+    from tests.plans_factory import make_plans
+
+    plans = make_plans()
+    plans["configurations"]["cfg"]["spacing"] = [3.0, 1.0, 1.0]
+    plans["configurations"]["cfg_copy"] = {"inherits_from": "cfg"}
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}}))
+    assert sv.plans_spacing(tmp_path, "nnUNetPlans_cfg") == (3.0, 1.0, 1.0)
+    assert sv.plans_spacing(tmp_path, "nnUNetPlans_2d") is None
+    cache = SupervoxelPretext(SupervoxelConfig()).extra_input(tmp_path, "nnUNetPlans_cfg")
+    assert cache.spacing == (3.0, 1.0, 1.0)
+    plans["configurations"]["cfg_copy"]["spacing"] = [1.0, 1.0, 1.0]
+    (tmp_path / "otherPlans.json").write_text(json.dumps(plans))
+    with pytest.raises(UserFacingError, match="different spacings"):
+        sv.plans_spacing(tmp_path, "nnUNetPlans_cfg")
 
 
 # ----------------------------------------------------------------------------------------------- pretext

@@ -147,6 +147,21 @@ def test_prediction_argument_forms() -> None:
         parse_prediction("=/x")
 
 
+@pytest.mark.parametrize(("extra", "disabled"), [(["--disable_tta"], True), (["--disable-tta"], True), ([], False)])
+def test_disable_tta_takes_nnunets_spelling_and_the_earlier_one(extra: list[str], disabled: bool) -> None:
+    import argparse
+
+    from nnunet_slem.commands import robustness as robustness_cmd
+
+    parser = argparse.ArgumentParser()
+    robustness_cmd.add_arguments(parser)
+    args = parser.parse_args(["-i", "imgs", "-ref", "labels", "-d", "1", "-c", "3d_fullres", "-f", "0", "-tr", "T",
+                              *extra])
+    assert args.disable_tta is disabled
+    shown = parser.format_help()
+    assert "--disable_tta" in shown and "--disable-tta" not in shown  # one spelling in --help: nnU-Net's
+
+
 # ------------------------------------------------------------------------------ lesion-wise Dice, no model
 
 BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}

@@ -325,3 +325,27 @@ def test_generator_does_not_import_torch() -> None:
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_unlabeled_cases_are_images_only_and_never_a_training_or_test_case(tmp_path: Path) -> None:
+    """make-dataset --unlabeled-cases: imagesUnlabeled/ holds image-only cases the pool checks accept, drawn after
+    the training and test cases (so the labelled part is unchanged), and pretrain --unlabeled reads them."""
+    from nnunet_slem.pretrain.unlabeled_pool import pool_cases
+
+    plain = make_dataset(13, tmp_path / "plain", n_cases=2, n_test=1, seed=4, shape=SMALL)
+    pooled = make_dataset(13, tmp_path / "pooled", n_cases=2, n_test=1, seed=4, shape=SMALL, n_unlabeled=2)
+    dataset_json = json.loads((pooled / "dataset.json").read_text(encoding="utf-8"))
+    assert dataset_json["numUnlabeled"] == 2
+    cases = pool_cases(pooled / "imagesUnlabeled", dataset_json)
+    assert sorted(cases) == ["SLEM_003", "SLEM_004"] and not (pooled / "labelsUnlabeled").exists()
+    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        assert sorted(p.name for p in (plain / folder).iterdir()) == sorted(p.name for p in (pooled / folder).iterdir())
+        for p in (plain / folder).iterdir():
+            a = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+            b = sitk.GetArrayFromImage(sitk.ReadImage(str(pooled / folder / p.name)))
+            assert np.array_equal(a, b)
+    first = sitk.GetArrayFromImage(sitk.ReadImage(str(pooled / "imagesUnlabeled" / "SLEM_003_0000.nii.gz")))
+    test = sitk.GetArrayFromImage(sitk.ReadImage(str(pooled / "imagesTs" / "SLEM_002_0000.nii.gz")))
+    assert not np.array_equal(first, test)
+    with pytest.raises(UserFacingError, match="--unlabeled-cases"):
+        make_dataset(14, tmp_path / "bad", n_cases=2, n_test=1, shape=SMALL, n_unlabeled=-1)

@@ -12,7 +12,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 import nnunet_slem.trainers as package_trainers
-from nnunet_slem.checkpoint_format import load_checkpoint, save_atomic
+from nnunet_slem.checkpoint_format import load_checkpoint, save_checkpoint_file
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.trainers.slem_trainer import unaliased_keys
 
@@ -91,9 +91,10 @@ def test_stock_pretrained_weights_loader_accepts_the_checkpoint(nnunet_paths, pr
 
 
 def _edited_checkpoint(src, dst, edit):
+    """A checkpoint as another pretraining run would write it: edited, then saved with a fresh digest."""
     ckpt = load_checkpoint(src)
     edit(ckpt)
-    save_atomic(ckpt, dst)
+    save_checkpoint_file(ckpt, dst)
     return dst
 
 
@@ -325,6 +326,20 @@ def test_cfb_mismatch_names_the_trainer_of_the_checkpoints_pretext(nnunet_paths,
     with pytest.raises(UserFacingError) as caught:
         trainer.load_slem_pretrained_weights(checkpoint)
     assert fix in str(caught.value)
+
+
+def test_trainer_for_checkpoint_sees_the_variants_when_only_slem_trainer_is_imported():
+    """``slem_trainer`` no longer imports ``variants`` (that was an import cycle): importing it alone, in a fresh
+    interpreter, must still define the variants it suggests (Python runs the package's ``__init__`` first)."""
+    import subprocess
+    import sys
+
+    code = ("from nnunet_slem.trainers.slem_trainer import trainer_for_checkpoint\n"
+            "from nnunet_slem.trainers.recipes import NNUNET_RECIPE\n"
+            "print(trainer_for_checkpoint('mae', False, NNUNET_RECIPE), trainer_for_checkpoint('slem', False, "
+            "NNUNET_RECIPE))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True)
+    assert done.stdout.split() == ["SLeMTrainer_noCFB_fromMAE", "SLeMTrainer_noCFB"]
 
 
 def _first_batches(project, monkeypatch, name: str, seed: str, n: int = 3) -> list[torch.Tensor]:

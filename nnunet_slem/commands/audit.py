@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+from pathlib import Path
 
+from nnunet_slem.atomic import write_json_atomic
 from nnunet_slem.commands.pretrain import SLEM_ONLY_FLAGS, add_pretext_arguments, pretext_options
 from nnunet_slem.errors import UserFacingError
 
@@ -39,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from nnunet_slem.validation.numbers import check_number
+    from nnunet_slem.validation.places import check_output_file
+
+    check_number(args.samples, "--samples", integer=True, minimum=1, hint="Training samples of the audit.")
+    if args.json_out:
+        check_output_file(args.json_out, "--json file", "pass another path with --json")
     if args.checkpoint is not None:
         run_probes_on_checkpoint(args)
         return
@@ -50,8 +57,7 @@ def run(args: argparse.Namespace) -> None:
     result = trainer.audit(args.samples, max(1, args.samples // 2))
     print(result.summary())
     if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict() | {"pretext": trainer.pretext.state_dict()["config"]}, f, indent=2)
+        write_json_atomic(args.json_out, result.to_dict() | {"pretext": trainer.pretext.state_dict()["config"]})
 
 
 def run_probes_on_checkpoint(args: argparse.Namespace) -> None:
@@ -61,6 +67,8 @@ def run_probes_on_checkpoint(args: argparse.Namespace) -> None:
     from nnunet_slem.pretext.slem import SLeMPretext
     from nnunet_slem.pretrain.pretrainer import SLeMPretrainer
     from nnunet_slem.pretrain.settings import PretrainSettings
+    from nnunet_slem.validation.checkpoint import CheckpointError, require_fields
+    from nnunet_slem.validation.files import brief
 
     given = [f for f in SLEM_ONLY_FLAGS if getattr(args, f) not in (None, False)] + (
         ["pretext_option"] if args.pretext_option else [])
@@ -71,6 +79,7 @@ def run_probes_on_checkpoint(args: argparse.Namespace) -> None:
     if args.probe_samples < 1:
         raise UserFacingError("--probe-samples must be at least 1 with --checkpoint.")
     ckpt = load_checkpoint(args.checkpoint)
+    require_fields(ckpt, Path(args.checkpoint), metadata=("pretext",), top=("head_weights",), purpose="the probes")
     meta = ckpt["metadata"]
     if meta.get("pretext_name", "slem") != "slem":
         raise UserFacingError(f"{args.checkpoint} was pretrained with the {meta['pretext_name']!r} pretext; the "
@@ -78,7 +87,11 @@ def run_probes_on_checkpoint(args: argparse.Namespace) -> None:
     known = {f.name for f in dataclasses.fields(PretrainSettings)}
     settings = PretrainSettings(**{k: v for k, v in meta.get("settings", {}).items() if k in known})
     trainer = SLeMPretrainer(args.dataset, args.configuration, args.plans, args.device, settings)
-    trainer.pretext = SLeMPretext.from_state_dict(meta["pretext"])  # the task it learnt, not today's defaults
+    try:
+        trainer.pretext = SLeMPretext.from_state_dict(meta["pretext"])  # the task it learnt, not today's defaults
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(args.checkpoint, f"has a metadata 'pretext' that is not a SLeM pretext's state "
+                                               f"({brief(e)})") from e
     model = trainer.build_model()
     check_architecture(ckpt["network_weights"], model.network.state_dict(), str(args.checkpoint), skip=())
     model.network.load_state_dict(ckpt["network_weights"])
@@ -88,5 +101,4 @@ def run_probes_on_checkpoint(args: argparse.Namespace) -> None:
     for line in result.findings():
         print("  " + line)
     if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict() | {"checkpoint": str(args.checkpoint)}, f, indent=2)
+        write_json_atomic(args.json_out, result.to_dict() | {"checkpoint": str(args.checkpoint)})

@@ -44,9 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out test images [the raw dataset's imagesTs]")
     parser.add_argument("--test-labels", default=None, metavar="DIR",
                         help="their labels [the raw dataset's labelsTs]")
-    parser.add_argument("--no-tta", dest="tta", action="store_false",
+    parser.add_argument("--disable_tta", dest="tta", action="store_false",
                         help="predict the test cases without nnU-Net's test-time mirroring (8x faster on a CPU; "
-                        "the same for every method)")
+                        "the same for every method; nnU-Net's spelling)")
+    parser.add_argument("--no-tta", dest="tta", action="store_false", help=argparse.SUPPRESS)  # the old spelling
+    parser.add_argument("--unlabeled", default=None, metavar="DIR",
+                        help="an unlabelled image pool (imagesTr naming, no labels, e.g. make-dataset "
+                        "--unlabeled-cases): every pool arm (slem_pool, slem_x8_pool, mae_x8_pool, "
+                        "slem_recon_x8_pool) pretrains on the training images plus these; the pool's folder and "
+                        "case count name its pretraining folders")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny pretraining and fine-tuning schedules for a CPU check of the whole pipeline "
                         "(pretraining goes to the comparison's own folder, never reused for real runs)")

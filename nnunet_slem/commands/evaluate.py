@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from nnunet_slem.errors import UserFacingError
@@ -26,6 +27,8 @@ from nnunet_slem.evaluation.metrics import (
     summarize,
     write_outputs,
 )
+from nnunet_slem.validation.numbers import check_number
+from nnunet_slem.validation.places import check_output_dir
 
 
 def _default_num_processes() -> int:
@@ -35,7 +38,7 @@ def _default_num_processes() -> int:
 
 
 def find_dataset_json(dataset: str | None, dataset_json: str | None) -> Path:
-    """``-dj`` if given, else ``$nnUNet_raw/<name>/dataset.json`` or the one in ``$nnUNet_preprocessed``.
+    """``-djfile`` if given, else ``$nnUNet_raw/<name>/dataset.json`` or the one in ``$nnUNet_preprocessed``.
 
     The environment is read now (not at import) so the command honours variables set by the caller.
     """
@@ -43,12 +46,12 @@ def find_dataset_json(dataset: str | None, dataset_json: str | None) -> Path:
         path = Path(dataset_json)
         if not path.is_file():
             raise UserFacingError(
-                f"-dj {dataset_json}: no such file; give the path to the dataset's dataset.json"
+                f"-djfile {dataset_json}: no such file; give the path to the dataset's dataset.json"
             )
         return path
     if not dataset:
         raise UserFacingError(
-            "say which dataset defines the labels: -d DATASET_ID or -dj path/to/dataset.json"
+            "say which dataset defines the labels: -d DATASET_ID or -djfile path/to/dataset.json"
         )
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
@@ -56,7 +59,7 @@ def find_dataset_json(dataset: str | None, dataset_json: str | None) -> Path:
         name = maybe_convert_to_dataset_name(dataset)
     except (RuntimeError, ValueError) as e:
         raise UserFacingError(
-            f"-d {dataset}: {e}\nSet nnUNet_raw / nnUNet_preprocessed, or pass -dj path/to/dataset.json."
+            f"-d {dataset}: {e}\nSet nnUNet_raw / nnUNet_preprocessed, or pass -djfile path/to/dataset.json."
         ) from None
     looked = []
     for var in ("nnUNet_raw", "nnUNet_preprocessed"):
@@ -67,7 +70,7 @@ def find_dataset_json(dataset: str | None, dataset_json: str | None) -> Path:
                 return candidate
             looked.append(str(candidate))
     where = ", ".join(looked) if looked else "nothing: nnUNet_raw and nnUNet_preprocessed are unset"
-    raise UserFacingError(f"no dataset.json for {name} (looked at {where}); pass -dj path/to/dataset.json.")
+    raise UserFacingError(f"no dataset.json for {name} (looked at {where}); pass -djfile path/to/dataset.json.")
 
 
 def label_values(labels: dict[str, int | list[int]]) -> tuple[int, ...]:
@@ -112,7 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-d", dest="dataset", metavar="ID", help="dataset ID or name; its dataset.json defines the regions"
     )
-    parser.add_argument("-dj", dest="dataset_json", metavar="JSON", help="path to dataset.json (instead of -d)")
+    parser.add_argument("-djfile", dest="dataset_json", metavar="JSON",
+                        help="path to dataset.json (instead of -d); its reader/writer reads the files, as in nnU-Net")
+    # the earlier spelling keeps working, out of --help (one spelling per concept: nnU-Net's)
+    parser.add_argument("-dj", dest="dataset_json", help=argparse.SUPPRESS)
     parser.add_argument("-o", dest="out", metavar="OUT", help="output folder (default: PRED_DIR/slem_metrics)")
     parser.add_argument(
         "--num-processes", "-np", dest="num_processes", type=int, default=None, metavar="N",
@@ -156,6 +162,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """-np at least 1 (0 used to mean the default silently); a numeric --one-empty-hd95 finite and >= 0."""
+    if args.num_processes is not None:
+        check_number(args.num_processes, "-np", integer=True, minimum=1, hint="Worker processes.")
+    try:
+        distance = float(args.one_empty_hd95)
+    except (TypeError, ValueError):
+        return
+    if str(args.one_empty_hd95).strip().lower() != "nan":
+        check_number(distance, "--one-empty-hd95", minimum=0,
+                     hint="Give a distance in mm, or 'diagonal', 'nan' or a preset.")
+
+
 def run(args: argparse.Namespace) -> None:
     dj_path = find_dataset_json(args.dataset, args.dataset_json)
     try:
@@ -174,13 +193,15 @@ def run(args: argparse.Namespace) -> None:
 
     chaos = bool(args.chaos or is_chaos_dataset(labels))
     options = MetricOptions(args.nsd_tolerance, lesion, chaos, label_values(labels))
+    _check_numbers(args)
     num_processes = args.num_processes if args.num_processes else _default_num_processes()
     one_empty: str = args.one_empty_hd95
 
     pred_dir = Path(args.pred)
     out_dir = Path(args.out) if args.out else pred_dir / "slem_metrics"
+    check_output_dir(out_dir, "metrics folder", "pass another folder with -o")
     rows = evaluate_folders(args.ref, pred_dir, regions, file_ending, ignore_label, one_empty, num_processes,
-                            options)
+                            options, dataset_json=dataset_json, progress=show_progress())
     summary = summarize(rows, regions)
     meta = {
         "reference_folder": str(Path(args.ref).resolve()),
@@ -202,6 +223,11 @@ def run(args: argparse.Namespace) -> None:
     print(format_table(summary))
     csv_path, json_path = out_dir / "metrics_per_case.csv", out_dir / "summary.json"
     print(f"\n{meta['n_cases']} cases; wrote {csv_path} and {json_path}")
+
+
+def show_progress() -> bool:
+    """A progress bar only on a terminal: redirected to a log, its redraws would fill the file."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def format_table(summary: dict) -> str:

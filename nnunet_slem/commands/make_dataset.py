@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=12, metavar="N", help="training cases (default: 12)")
     parser.add_argument("--test-cases", type=int, default=4, metavar="N",
                         help="held-out cases with labels in imagesTs/labelsTs (default: 4)")
+    parser.add_argument("--unlabeled-cases", type=int, default=0, metavar="N",
+                        help="image-only cases in imagesUnlabeled/, for pretraining (pretrain/compare --unlabeled); "
+                        "independent draws after the training and test cases, never a test case (default: 0)")
     parser.add_argument("--modalities", choices=("brats", "chaos"), default="brats",
                         help="brats: FLAIR/T1/T1ce/T2 brain tumour; chaos: T1 in/out-of-phase abdomen "
                         "(default: brats)")
@@ -64,10 +67,20 @@ def run(args: argparse.Namespace) -> None:
             seed=args.seed,
             voxel_mm=icbm_brain.DEFAULT_VOXEL_MM if args.voxel_mm is None else args.voxel_mm,
             overwrite=args.overwrite,
+            n_unlabeled=args.unlabeled_cases,
         )
     else:
         if args.voxel_mm is not None:
             raise UserFacingError("--voxel-mm applies to --anatomy icbm152 only; the phantom's size is --shape.")
+        if args.shape is not None:  # refused with the estimate before a volume is allocated
+            import math
+
+            from nnunet_slem.validation.numbers import check_fits, physical_memory_bytes
+
+            channels = 4 if args.modalities == "brats" else 2
+            check_fits(4 * channels * math.prod(max(1, n) for n in args.shape), physical_memory_bytes(),
+                       f"--shape {' '.join(map(str, args.shape))} ({channels} float32 volumes of one case)",
+                       "this machine's RAM", "Pass a smaller --shape (48 48 48 is the default).")
         from nnunet_slem.data.synthetic import make_dataset  # scipy/SimpleITK only when actually generating
 
         folder = make_dataset(
@@ -79,9 +92,11 @@ def run(args: argparse.Namespace) -> None:
             seed=args.seed,
             shape=(48, 48, 48) if args.shape is None else tuple(args.shape),
             overwrite=args.overwrite,
+            n_unlabeled=args.unlabeled_cases,
         )
     kind = args.modalities if args.anatomy == "phantom" else f"{args.modalities} ({args.anatomy})"
-    print(f"Wrote {folder} ({args.cases} training + {args.test_cases} held-out {kind} cases).")
+    pool = f" + {args.unlabeled_cases} unlabelled in {folder / 'imagesUnlabeled'}" if args.unlabeled_cases else ""
+    print(f"Wrote {folder} ({args.cases} training + {args.test_cases} held-out {kind} cases{pool}).")
     if not _is_nnunet_raw(folder.parent):
         print(f"Note: nnU-Net only finds datasets under $nnUNet_raw; run `export nnUNet_raw={folder.parent}` "
               "first.")

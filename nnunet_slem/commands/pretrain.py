@@ -45,8 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", choices=["cosine", "poly"], default="cosine", help="LR decay [cosine]")
     parser.add_argument("--warmup-iters", type=int, default=0, help="linear LR warm-up steps [0]")
     parser.add_argument("--unlabeled", metavar="IMAGES_DIR", default=None,
-                        help="extra images (imagesTr naming, no labels) preprocessed with the same plans")
-    parser.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pth")
+                        help="an unlabelled pool: extra images (imagesTr naming, no labels), preprocessed once with "
+                        "the same plans into nnU-Net's compressed format and reused by later runs")
+    parser.add_argument("-np", dest="unlabeled_processes", type=int, default=2,
+                        help="processes preprocessing the --unlabeled pool [2]")
+    parser.add_argument("--c", dest="resume", action="store_true",
+                        help="continue from checkpoint_latest.pth (nnU-Net's spelling)")
+    parser.add_argument("--resume", dest="resume", action="store_true", help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data loading processes per training process [min(8, (cpus-1)/processes) on CUDA, "
@@ -138,7 +143,8 @@ def run_process(args: argparse.Namespace) -> None:
     distributed.init_process_group(ctx, distributed.process_device(args.device, ctx))
     try:
         SLeMPretrainer(args.dataset, args.configuration, args.plans, args.device, settings_from(args),
-                       unlabeled_dir=args.unlabeled, distributed=ctx).run(resume=args.resume)
+                       unlabeled_dir=args.unlabeled, distributed=ctx,
+                       unlabeled_processes=args.unlabeled_processes).run(resume=args.resume)
     finally:
         distributed.shutdown()
 
@@ -146,6 +152,9 @@ def run_process(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.num_procs < 1:
         raise UserFacingError("-num_gpus must be at least 1.")
+    if getattr(args, "unlabeled_processes", 1) < 1:
+        raise UserFacingError("-np must be at least 1 (processes preprocessing the --unlabeled pool).")
+    settings_from(args)  # every number checked (finite, in range) before a process starts or a file is read
     if args.num_procs == 1:
         run_process(args)
         return

@@ -41,8 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fill", choices=["zero", "noise"], default="zero",
                         help="what replaces a removed channel after normalisation: zero (= the channel's mean "
                         "after z-scoring) or noise (standard normal where the channel was normalised) [zero]")
-    parser.add_argument("--disable-tta", action="store_true",
-                        help="no mirroring test-time augmentation (faster; as nnUNetv2_predict --disable_tta)")
+    parser.add_argument("--disable_tta", dest="disable_tta", action="store_true",
+                        help="no mirroring test-time augmentation (faster; nnUNetv2_predict's flag)")
+    # the earlier spelling keeps working, out of --help (one spelling per concept: nnU-Net's)
+    parser.add_argument("--disable-tta", dest="disable_tta", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help="seed of --fill noise [0]")
     parser.add_argument("--save-predictions", action="store_true",
                         help="also write every condition's segmentations to OUT/predictions/CONDITION/")

@@ -33,6 +33,7 @@ import SimpleITK as sitk
 
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.paths import nnunet_raw_dir
+from nnunet_slem.validation.nifti import check_file, check_spacing
 
 #: Largest difference (per component: mm for spacing/origin, unitless for direction cosines) for two images
 #: to count as the same voxel grid.
@@ -87,14 +88,22 @@ class Geometry:
         )
 
 
+#: the fix for a source image or label that cannot be used
+SOURCE_FIX = "Restore the file from the release, or remove its case from SRC (nothing was written)."
+
+
 def read_geometry(path: Path) -> Geometry:
-    """Geometry from the file header only (no voxel data read), so checking BraTS stays fast."""
+    """Geometry from the file header (no voxel data kept), so checking BraTS stays fast; the file must read to its
+    end first (``validation.nifti.check_file``: a truncated image would otherwise be copied as it is) and the
+    spacing must be finite and > 0."""
+    check_file(path, "image", SOURCE_FIX)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
         raise UserFacingError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from None
+    check_spacing(reader.GetSpacing(), path, "image", SOURCE_FIX)
     return Geometry.of(reader)
 
 

@@ -35,6 +35,8 @@ import SimpleITK as sitk
 
 from nnunet_slem import convert as common
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.validation.files import brief
+from nnunet_slem.validation.nifti import check_spacing
 
 LABELS = {"background": 0, "liver": 1, "right kidney": 2, "left kidney": 3, "spleen": 4}
 #: (label, lowest, highest grey value) of the CHAOS MR ground-truth PNGs, inclusive
@@ -75,7 +77,13 @@ def read_dicom_series(folder: Path, patient: str) -> tuple[sitk.Image, list[str]
         )
     files = list(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
     reader.SetFileNames(files)
-    return reader.Execute(), files
+    try:
+        image = reader.Execute()
+    except RuntimeError as e:
+        raise UserFacingError(f"patient {patient}: cannot read the DICOM series in {folder} ({brief(e, 160)}). "
+                              f"{common.SOURCE_FIX}") from None
+    check_spacing(image.GetSpacing(), folder, f"patient {patient}: the DICOM series", common.SOURCE_FIX)
+    return image, files
 
 
 def png_to_labels(png: np.ndarray, patient: str, name: str) -> np.ndarray:
@@ -139,8 +147,12 @@ def _patient_images(patient_dir: Path, with_t2: bool) -> tuple[list[sitk.Image],
     return images, in_files
 
 
-def convert_chaos(src: str | Path, dataset_id: int, name: str = "CHAOS_MR", t2spir: bool = False) -> Path:
-    """Convert the CHAOS MR patients under ``src``; returns the new dataset folder."""
+def convert_chaos(src: str | Path, dataset_id: int, name: str = "CHAOS_MR", t2spir: bool = False,
+                  progress: bool = True) -> Path:
+    """Convert the CHAOS MR patients under ``src``; returns the new dataset folder. ``progress`` shows a bar
+    (reading and resampling DICOM series takes seconds per patient)."""
+    from tqdm import tqdm
+
     mr_root = find_mr_root(Path(src))
     patients = sorted(
         (p for p in mr_root.iterdir() if p.is_dir() and (p / "T1DUAL").is_dir()),
@@ -150,7 +162,7 @@ def convert_chaos(src: str | Path, dataset_id: int, name: str = "CHAOS_MR", t2sp
     n_labelled = n_unlabelled = 0
     with common.staged_dataset(dataset_id, name) as out:
         images_tr, labels_tr, unlabeled = common.make_case_folders(out)
-        for patient_dir in patients:
+        for patient_dir in tqdm(patients, desc="converting CHAOS MR", unit="patient", disable=not progress):
             case = case_id(patient_dir.name)
             images, in_files = _patient_images(patient_dir, t2spir)
             ground = patient_dir / "T1DUAL" / "Ground"

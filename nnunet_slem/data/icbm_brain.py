@@ -157,8 +157,10 @@ def make_dataset(
     seed: int = 0,
     voxel_mm: float = DEFAULT_VOXEL_MM,
     overwrite: bool = False,
+    n_unlabeled: int = 0,
 ) -> Path:
-    """Write ``Dataset{ID:03d}_SLeMICBMBraTS`` with the shared, validating, atomic writer of the phantom."""
+    """Write ``Dataset{ID:03d}_SLeMICBMBraTS`` with the shared, validating, atomic writer of the phantom (with
+    ``n_unlabeled`` image-only cases in ``imagesUnlabeled/``)."""
     voxel_mm = check_voxel_mm(voxel_mm)
     _nilearn_datasets()  # fail before anything touches the disk
     shape = load_template(voxel_mm).mask.shape
@@ -174,7 +176,7 @@ def make_dataset(
         },
     )
     return syn.make_dataset(dataset_id, raw_root, n_cases=n_cases, n_test=n_test, modalities="brats", seed=seed,
-                            overwrite=overwrite, anatomy=anatomy)
+                            overwrite=overwrite, anatomy=anatomy, n_unlabeled=n_unlabeled)
 
 
 def _tumour(rng: np.random.Generator, grid: phantoms.Grid, tpl: Template) -> np.ndarray:

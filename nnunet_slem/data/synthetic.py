@@ -96,10 +96,13 @@ def make_dataset(
     shape: tuple[int, int, int] = (48, 48, 48),
     overwrite: bool = False,
     anatomy: Anatomy | None = None,
+    n_unlabeled: int = 0,
 ) -> Path:
     """Write ``Dataset{ID:03d}_SLeMSynth{BraTS,CHAOS}`` into ``raw_root`` (default ``$nnUNet_raw``).
 
-    ``anatomy`` replaces the built-in phantom (then ``shape`` is unused) and names the folder.
+    ``anatomy`` replaces the built-in phantom (then ``shape`` is unused) and names the folder. ``n_unlabeled``
+    image-only cases go to ``imagesUnlabeled/`` (``pretrain --unlabeled`` / ``compare --unlabeled`` read it):
+    cases ``n_cases + n_test ..`` of the same generator, independent draws, never a training or test case.
 
     The dataset is built in a hidden temporary sibling folder and renamed into place only once complete, so
     an interrupted run never leaves a half-written dataset that nnU-Net would pick up. With ``overwrite`` an
@@ -109,6 +112,8 @@ def make_dataset(
     """
     modalities = check_modalities(modalities)
     shape = _validate(dataset_id, n_cases, n_test, seed, shape)
+    if isinstance(n_unlabeled, bool) or not isinstance(n_unlabeled, int) or n_unlabeled < 0:
+        raise UserFacingError(f"--unlabeled-cases must be a whole number >= 0, got {n_unlabeled!r}.")
     root = nnunet_raw_dir(raw_root, override_flag="--raw")
     name = dataset_name(dataset_id, modalities, anatomy)
     _check_existing(root, dataset_id, name, overwrite)
@@ -117,11 +122,13 @@ def make_dataset(
     else:
         generate = functools.partial(generate_case, modalities, seed, shape=shape)
     meta = _dataset_json(modalities, n_cases, n_test, seed, shape, anatomy)
+    if n_unlabeled:
+        meta["numUnlabeled"] = n_unlabeled
 
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
     try:
-        _write_dataset(staging, generate, n_cases, n_test, meta)
+        _write_dataset(staging, generate, n_cases, n_test, meta, n_unlabeled)
         return _publish(staging, root, dataset_id, name, overwrite)
     finally:
         # After a successful publish the staging folder no longer exists; after any failure (including
@@ -213,20 +220,31 @@ def _publish(staging: Path, root: Path, dataset_id: int, name: str, overwrite: b
 
 
 def _write_dataset(
-    folder: Path, generate: Callable[[int], SyntheticCase], n_cases: int, n_test: int, meta: dict[str, object]
+    folder: Path, generate: Callable[[int], SyntheticCase], n_cases: int, n_test: int, meta: dict[str, object],
+    n_unlabeled: int = 0,
 ) -> None:
-    """Cases ``0 .. n_cases - 1`` into imagesTr/labelsTr, the next ``n_test`` into imagesTs/labelsTs, then
-    ``dataset.json`` (``meta``)."""
-    width = max(3, len(str(n_cases + n_test - 1)))
+    """Cases ``0 .. n_cases - 1`` into imagesTr/labelsTr, the next ``n_test`` into imagesTs/labelsTs, the next
+    ``n_unlabeled`` (images only) into imagesUnlabeled, then ``dataset.json`` (``meta``)."""
+    from tqdm import tqdm
+
+    width = max(3, len(str(n_cases + n_test + n_unlabeled - 1)))
     splits = (
         ("imagesTr", "labelsTr", case_ids(n_cases, 0, width), 0),
         ("imagesTs", "labelsTs", case_ids(n_test, n_cases, width), n_cases),
+        ("imagesUnlabeled", None, case_ids(n_unlabeled, n_cases + n_test, width), n_cases + n_test),
     )
-    for images_dir, labels_dir, ids, first_index in splits:
-        (folder / images_dir).mkdir()
-        (folder / labels_dir).mkdir()
-        for offset, case_id in enumerate(ids):
-            _write_case(folder / images_dir, folder / labels_dir, case_id, generate(first_index + offset))
+    progress = tqdm(total=n_cases + n_test + n_unlabeled, desc="generating cases", disable=None)
+    with progress:
+        for images_dir, labels_dir, ids, first_index in splits:
+            if not ids and labels_dir is None:
+                continue
+            (folder / images_dir).mkdir()
+            if labels_dir is not None:
+                (folder / labels_dir).mkdir()
+            for offset, case_id in enumerate(ids):
+                case = generate(first_index + offset)
+                _write_case(folder / images_dir, folder / labels_dir if labels_dir else None, case_id, case)
+                progress.update()
     _write_dataset_json(folder, meta)
 
 
@@ -269,12 +287,14 @@ def _write_dataset_json(folder: Path, meta: dict[str, object]) -> None:
     generate_dataset_json(str(folder), **{_GENERATOR_ARGUMENTS.get(key, key): value for key, value in meta.items()})
 
 
-def _write_case(images_dir: Path, labels_dir: Path, case_id: str, case: SyntheticCase) -> None:
+def _write_case(images_dir: Path, labels_dir: Path | None, case_id: str, case: SyntheticCase) -> None:
+    """The case's channels into ``images_dir``; its label into ``labels_dir`` unless that is ``None`` (unlabelled)."""
     for channel, image in enumerate(case.images):
         _write_nifti(image.astype(np.float32, copy=False), case.spacing_xyz,
                      images_dir / f"{case_id}_{channel:04d}{FILE_ENDING}")
-    _write_nifti(case.label.astype(np.uint8, copy=False), case.spacing_xyz,
-                 labels_dir / f"{case_id}{FILE_ENDING}")
+    if labels_dir is not None:
+        _write_nifti(case.label.astype(np.uint8, copy=False), case.spacing_xyz,
+                     labels_dir / f"{case_id}{FILE_ENDING}")
 
 
 def _write_nifti(array: np.ndarray, spacing_xyz: tuple[float, float, float], path: Path) -> None:

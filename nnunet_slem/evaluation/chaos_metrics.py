@@ -3,10 +3,10 @@
 Definitions follow the challenge's own evaluation code (github.com/emrekavur/CHAOS-evaluation,
 ``Python/CHAOSmetrics.py``; chaos.grand-challenge.org/Evaluation):
 
-* **Dice** = 2|R∩P| / (|R| + |P|) (as ``metrics.dice``).
+* **Dice** = 2|R∩P| / (|R| + |P|) (as ``overlap.dice``).
 * **RAVD** (relative absolute volume difference, %) = | |P| − |R| | / |R| × 100.
 * **Surfaces**: ``mask XOR erosion(mask)`` with the face-connected structuring element and the image outside
-  counted as *foreground* (``border_value=1``), so unlike ``metrics.surface`` an organ cut by the image border
+  counted as *foreground* (``border_value=1``), so unlike ``overlap.surface`` an organ cut by the image border
   has no surface along that border.
 * **ASSD** (mm) = (sum of ref→pred surface distances + sum of pred→ref) / (number of both surface voxels).
 * **MSSD** (mm) = the largest distance of both sets (the symmetric Hausdorff distance of the surfaces).
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnunet_slem.evaluation.metrics import (
+from nnunet_slem.evaluation.overlap import (
     DEFAULT_ONE_EMPTY_HD95,
     OneEmptyHD95,
     one_empty_hd95_value,

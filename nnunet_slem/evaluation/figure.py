@@ -32,7 +32,7 @@ import SimpleITK as sitk
 
 from nnunet_slem.atomic import write_bytes_atomic
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.evaluation.metrics import Region, dice_per_region, region_mask, regions_from_labels
+from nnunet_slem.evaluation.overlap import Region, dice_per_region, region_mask, regions_from_labels
 
 #: Colours of the BraTS regions (their short names from ``metrics.BRATS_SHORT_NAMES``).
 BRATS_COLORS = {"WT": "#2ca02c", "TC": "#ffd700", "ET": "#d62728"}

@@ -23,7 +23,7 @@ follows that definition step by step:
 
 Differences from the official scripts (also in docs/evaluation.md): the per-lesion HD95 is this project's
 HD95 (95th percentile of the union of both directed voxel-surface distance sets, as medpy and
-``metrics.hd95_mm``), where the scripts use DeepMind's ``surface_distance`` (surfel-area weighted, the larger
+``overlap.hd95_mm``), where the scripts use DeepMind's ``surface_distance`` (surfel-area weighted, the larger
 of the two directed 95th percentiles); and the small-lesion threshold counts voxels, where the scripts compare
 a volume in mm³ (identical on BraTS' 1 mm isotropic grid).
 """
@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.evaluation.metrics import BRATS_SHORT_NAMES, Region, bounding_box, dice, hd95_mm, region_masks
+from nnunet_slem.evaluation.overlap import BRATS_SHORT_NAMES, Region, bounding_box, dice, hd95_mm, region_masks
 
 #: HD95 (mm) of a missed GT lesion or a false-positive component in the BraTS 2023 scripts.
 LESION_HD95_PENALTY_MM = 374.0
@@ -111,7 +111,7 @@ def lesion_wise_case(
 ) -> LesionScores:
     """BraTS 2023 lesion-wise Dice/HD95 and TP/FP/FN counts of one region (boolean masks, spacing per axis).
 
-    Masks are binary masks of one region (e.g. ``metrics.region_masks``); ``spacing`` is in mm per numpy axis
+    Masks are binary masks of one region (e.g. ``overlap.region_masks``); ``spacing`` is in mm per numpy axis
     and only enters the distances (dilation and size threshold count voxels, as BraTS does on its 1 mm grid).
     """
     ref, pred = np.asarray(ref_mask, bool), np.asarray(pred_mask, bool)
@@ -174,7 +174,7 @@ def has_brats_regions(regions: Sequence[Region]) -> bool:
 
 def lesion_dice_per_region(ref: np.ndarray, pred: np.ndarray, regions: Sequence[Region], ignore_label: int | None,
                            spacing: Sequence[float], settings: LesionSettings) -> list[float]:
-    """Lesion-wise Dice per region of a label image pair, masks as ``metrics.dice_per_region`` makes them."""
+    """Lesion-wise Dice per region of a label image pair, masks as ``overlap.dice_per_region`` makes them."""
     return [
         lesion_wise_case(*region_masks(ref, pred, region, ignore_label), spacing, settings.dilation_iters,
                          settings.min_lesion_voxels, settings.hd95_penalty).dice

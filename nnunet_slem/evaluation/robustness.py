@@ -41,7 +41,8 @@ over the same cases: positive = worse without those channels, 0 for the all-chan
 On BraTS-region datasets (regions WT, TC and ET, see ``lesionwise.has_brats_regions``) the same is reported
 for BraTS 2023 lesion-wise Dice (:mod:`nnunet_slem.evaluation.lesionwise`), since global Dice hides a model that
 loses the small lesions when a sequence is missing; ``lesion_wise`` turns it on or off for any dataset. The
-report (CSV, Markdown, heatmap) is written by :mod:`nnunet_slem.evaluation.robustness_report`.
+report (CSV, Markdown, heatmap) is written by :mod:`nnunet_slem.evaluation.robustness_report`, which also defines
+the result's types (:class:`Condition`, :class:`RobustnessResult`; importable from here too).
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +62,13 @@ import numpy as np
 
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.evaluation.lesionwise import LesionSettings, has_brats_regions, lesion_dice_per_region
-from nnunet_slem.evaluation.metrics import Region, dice_per_region, regions_from_labels
-from nnunet_slem.evaluation.robustness_report import summarize_robustness, write_robustness
+from nnunet_slem.evaluation.overlap import dice_per_region, regions_from_labels
+from nnunet_slem.evaluation.robustness_report import (
+    Condition,
+    RobustnessResult,
+    summarize_robustness,
+    write_robustness,
+)
 
 if TYPE_CHECKING:  # torch and nnU-Net are imported where needed, so this module's helpers import fast
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -72,28 +77,6 @@ FILLS = ("zero", "noise")
 ALL_CHANNELS = "all channels"
 #: Normalisation schemes after which 0 is the channel's mean intensity (the premise of ``fill="zero"``).
 ZERO_MEAN_SCHEMES = ("ZScoreNormalization", "CTNormalization")
-
-
-@dataclass(frozen=True)
-class Condition:
-    """Which channels (indices into dataset.json ``channel_names``) are removed; empty = all channels."""
-
-    name: str
-    removed: tuple[int, ...]
-
-
-@dataclass
-class RobustnessResult:
-    """Everything written to the output folder."""
-
-    conditions: list[Condition]
-    regions: list[Region]
-    channel_names: list[str]
-    per_case: list[dict[str, Any]]
-    summary: list[dict[str, Any]]
-    out_dir: Path
-    meta: dict[str, Any] = field(default_factory=dict)
-    lesion: LesionSettings | None = None  # set when per_case and summary hold lesion-wise Dice
 
 
 # ------------------------------------------------------------------------------------------ conditions

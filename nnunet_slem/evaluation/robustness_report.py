@@ -2,8 +2,10 @@
 
 Kept apart from :mod:`nnunet_slem.evaluation.robustness` (which runs nnU-Net and scores every case) so the
 summary and the output formats can be read, changed and tested without a model: everything here works on the
-per-case rows and on a finished :class:`~nnunet_slem.evaluation.robustness.RobustnessResult`. Every file is
-written atomically, so an interrupted run never leaves a half-written table next to complete ones.
+per-case rows and on a finished :class:`RobustnessResult`. Every file is written atomically, so an interrupted
+run never leaves a half-written table next to complete ones. The result's types (:class:`Condition`,
+:class:`RobustnessResult`) are defined here, below the module that runs nnU-Net and fills them, so imports point
+one way: ``robustness`` -> ``robustness_report``.
 """
 
 from __future__ import annotations
@@ -12,22 +14,43 @@ import csv
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from nnunet_slem.atomic import write_bytes_atomic
-
-if TYPE_CHECKING:  # only for annotations: robustness imports this module to write its result
-    from nnunet_slem.evaluation.metrics import Region
-    from nnunet_slem.evaluation.robustness import Condition, RobustnessResult
+from nnunet_slem.evaluation.lesionwise import LesionSettings
+from nnunet_slem.evaluation.overlap import Region
 
 SUMMARY_COLUMNS = ("condition", "removed_channels", "region", "n_cases", "mean_dice", "std_dice", "dice_drop")
 PER_CASE_COLUMNS = ("condition", "removed_channels", "case", "region", "dice")
 #: Appended to the tables when the run computed BraTS 2023 lesion-wise Dice (``RobustnessResult.lesion``).
 LESION_SUMMARY_COLUMNS = ("mean_lesion_dice", "std_lesion_dice", "lesion_dice_drop")
 LESION_PER_CASE_COLUMNS = ("lesion_dice",)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Which channels (indices into dataset.json ``channel_names``) are removed; empty = all channels."""
+
+    name: str
+    removed: tuple[int, ...]
+
+
+@dataclass
+class RobustnessResult:
+    """Everything written to the output folder."""
+
+    conditions: list[Condition]
+    regions: list[Region]
+    channel_names: list[str]
+    per_case: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    out_dir: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    lesion: LesionSettings | None = None  # set when per_case and summary hold lesion-wise Dice
 
 
 def summary_columns(result: RobustnessResult) -> tuple[str, ...]:

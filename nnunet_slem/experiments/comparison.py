@@ -34,26 +34,22 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
-from nnunet_slem.atomic import write_json_atomic, write_text_atomic
-from nnunet_slem.checkpoint_format import load_checkpoint, pretrain_output_folder
+from nnunet_slem.atomic import write_json_atomic
+from nnunet_slem.checkpoint_format import pretrain_output_folder
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.experiments.comparison_report import (
-    case_records,
-    plot_results,
-    results_csv,
-    results_markdown,
-    split_rows,
-)
-from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, Method
+from nnunet_slem.experiments.comparison_report import write_comparison_report
+from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, POOL_OPTION, SCALE_OPTION, Method
+from nnunet_slem.experiments.run_records import checkpoint_identity, validation_curve
 from nnunet_slem.experiments.workflow import run_command
 from nnunet_slem.paths import nnunet_raw_dir
 from nnunet_slem.pretrain.locate import dataset_id_of, locate_preprocessed
+from nnunet_slem.trainers.labeled_subset import check_seed_count
 
 #: bump when a run record's layout changes: older records are re-evaluated (their training is reused)
 RECORD_VERSION = 2
@@ -88,6 +84,7 @@ class CompareSettings:
     val_iters: int | None = None
     save_every: int = 5  # fine-tuning checkpoint_latest.pth every N epochs (SLEM_SAVE_EVERY)
     tta: bool = True  # nnU-Net's test-time mirroring when predicting the test cases (the same for every method)
+    unlabeled: str | None = None  # the unlabelled pool of the pool arms (``--unlabeled``)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -102,6 +99,14 @@ class CompareSettings:
         if (self.test_images is None) != (self.test_labels is None):
             raise UserFacingError("--test-images and --test-labels go together: give both, or neither to use the "
                                   "dataset's imagesTs/labelsTs.")
+        pool_arms = [m for m in self.methods if m in ALL_METHODS and ALL_METHODS[m].pool]
+        if pool_arms and self.unlabeled is None:
+            raise UserFacingError(f"--methods {','.join(pool_arms)} pretrain(s) on an unlabelled pool: pass it with "
+                                  "--unlabeled DIR (images named like imagesTr, no labels), or drop those arms.")
+        if self.unlabeled is not None and not pool_arms:
+            print(f"WARNING: --unlabeled {self.unlabeled} is used by the pool arms only "
+                  f"({', '.join(m for m in ALL_METHODS if ALL_METHODS[m].pool)}), and none is in --methods.",
+                  flush=True)
         if self.save_every < 1:
             raise UserFacingError("--save-every must be at least 1 (epochs between checkpoints).")
         if self.labeled is not None:
@@ -220,39 +225,53 @@ class Comparison:
 
     def check_distinct_subsets(self, n_seeds: int) -> None:
         """More paired seeds than the fold has distinct labelled subsets would repeat a subset as if it were new
-        evidence: refused, naming both numbers."""
-        if self.s.labeled is None:
-            return
-        from math import comb
-
-        from nnunet_slem.trainers.labeled_subset import parse_labeled
-
+        evidence: refused, naming both numbers (checked once nnU-Net's ``splits_final.json`` exists)."""
         splits_file = Path(self.data.preprocessed_base) / "splits_final.json"
-        if not splits_file.is_file():
-            return  # written by nnU-Net's first training; the check runs again on the next invocation
+        if self.s.labeled is None or not splits_file.is_file():
+            return
         splits = json.loads(splits_file.read_text(encoding="utf-8"))
-        if self.s.fold >= len(splits):
-            return  # validation_cases() names the problem
-        n_train = len(splits[self.s.fold]["train"])
-        labeled = parse_labeled(str(self.s.labeled))
-        k = int(labeled) if labeled >= 1 else max(1, round(labeled * n_train))
-        subsets = comb(n_train, k) if k <= n_train else 0
-        if n_seeds > subsets:
-            raise UserFacingError(
-                f"--seeds {n_seeds} asks for more paired seeds than fold {self.s.fold} has distinct labelled "
-                f"subsets ({subsets}: {k} of {n_train} training cases). Use at most {subsets} seeds, or more "
-                "labelled cases.")
+        if self.s.fold < len(splits):  # else validation_cases() names the problem
+            check_seed_count(n_seeds, len(splits[self.s.fold]["train"]), self.s.labeled, self.s.fold)
 
     def _say(self, message: str) -> None:
         print(message, flush=True)
         with open(self.log, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
 
+    def _pool_key(self) -> str:
+        from nnunet_slem.pretrain.unlabeled_pool import pool_identity
+
+        return "pool-" + pool_identity(self.s.unlabeled, self.data.dataset_json).key
+
+    def _variant_tokens(self, options: tuple[str, ...]) -> list[str]:
+        """The folder name's parts: the options as written, the pool placeholder as the pool's identity."""
+        return [self._pool_key() if o == POOL_OPTION else "x" if o == SCALE_OPTION else o for o in options]
+
+    def _pretrain_cli(self, options: tuple[str, ...]) -> list[str | int]:
+        """``nnunet-slem pretrain`` arguments for ``options``: the pool placeholder becomes ``--unlabeled DIR``, the
+        scale ``--epochs`` (k x the comparison's pretraining epochs, after the schedule flags so it wins)."""
+        args, scale, i = [], None, 0
+        while i < len(options):
+            if options[i] == POOL_OPTION:
+                args += ["--unlabeled", self.s.unlabeled, "-np", 2]
+            elif options[i] == SCALE_OPTION:
+                scale, i = int(options[i + 1]), i + 1
+            else:
+                args.append(options[i])
+            i += 1
+        if scale is not None:
+            from nnunet_slem.pretrain.settings import PretrainSettings
+
+            args += ["--epochs", scale * (self.s.pretrain_epochs or PretrainSettings().epochs)]
+        return args
+
     def pretrain_results_root(self, pretrain_seed: int, options: tuple[str, ...] = ()) -> Path:
         """Seed 0: the usual place (``$nnUNet_results``, which ``SLeMTrainer`` also finds); others their own, and
-        pretext variants (``options``) a folder per variant beside them, so none stands in for another."""
+        pretext variants (``options``, the pool's identity, the scale) a folder per variant beside them, so none
+        stands in for another."""
         if options:
-            variant = "_".join(re.sub(r"[^\w.-]+", "-", o.lstrip("-")) for o in options)  # e.g. grid_2x2x2
+            # e.g. grid_2x2x2, or pool-imagesUnlabeled-384cases-1a2b3c4d_x_8
+            variant = "_".join(re.sub(r"[^\w.-]+", "-", o.lstrip("-")) for o in self._variant_tokens(options))
             return self.extra_pretrain_root.parent / "pretrain_variants" / variant / f"seed_{pretrain_seed}"
         return self.pretrain_root if pretrain_seed == 0 else self.extra_pretrain_root / f"seed_{pretrain_seed}"
 
@@ -266,18 +285,20 @@ class Comparison:
             self._say(f"[pretrain {folder.name}] finished checkpoint found, reused: {final}")
             return final
         args = ["nnunet-slem", "pretrain", "-d", self.dataset_id, "-c", self.s.configuration, "-p", self.s.plans,
-                "-device", self.s.device, "--pretext", pretext, "--seed", pretrain_seed, *options]
+                "-device", self.s.device, "--pretext", pretext, "--seed", pretrain_seed]
         for flag, value in (("--epochs", self.s.pretrain_epochs), ("--iters-per-epoch", self.s.pretrain_iters),
                             ("--batch-size", self.s.pretrain_batch)):
             if value is not None:
                 args += [flag, value]
+        args += self._pretrain_cli(options)
         if not cfb:
             args.append("--no-cfb")
         if self.s.smoke:
             args += ["--audit-samples", 0, "--probe-samples", 0]
         if (folder / "checkpoint_latest.pth").is_file():
             args.append("--resume")
-        self._say(f"[pretrain {folder.name} seed {pretrain_seed}{' ' + ' '.join(options) if options else ''}]")
+        variant = " ".join(self._variant_tokens(options))
+        self._say(f"[pretrain {folder.name} seed {pretrain_seed}{' ' + variant if variant else ''}]")
         run_command(args, self.env(results_root), self.log, echo=True)
         return final
 
@@ -309,7 +330,7 @@ class Comparison:
     def finetune_results_root(self, method: Method, seed: int) -> Path:
         """``nnUNet_results`` of the method's fine-tuning at ``seed``. A pretext variant fine-tunes with the same
         trainer as ``slem``, so it gets a folder of its own: in the shared one it would find slem's model."""
-        suffix = f"__{method.name}" if method.pretext_args else ""
+        suffix = f"__{method.name}" if method.pretext_args or method.pool or method.pretrain_scale != 1 else ""
         return self.run_folder(seed) / f"nnUNet_results{suffix}"
 
     def finetune_and_evaluate(self, method: Method, seed: int, checkpoint: Path | None,
@@ -387,8 +408,10 @@ class Comparison:
         """Mean Dice per region over ``references`` and every case's Dice and region volumes (and BraTS 2023
         lesion-wise Dice on lesion datasets, see :meth:`_lesion_settings`)."""
         from nnunet_slem.evaluation.metrics import MetricOptions, evaluate_case, summarize
+        from nnunet_slem.evaluation.segmentation_io import reader_writer_for
 
         options = MetricOptions(lesion=self.lesion_settings) if self.lesion_settings is not None else None
+        reader = reader_writer_for(self.data.dataset_json, references[0]) if references else None  # nnU-Net's
 
         ending = self.data.dataset_json["file_ending"]
         metrics, cases = [], []
@@ -398,7 +421,8 @@ class Comparison:
             if not prediction.is_file():
                 raise UserFacingError(f"{prediction} is missing (nnU-Net's validation or prediction did not write it). "
                                       f"Delete {fold_dir} and run the comparison again to retrain this method.")
-            rows = evaluate_case(case, reference, prediction, self.regions, self.ignore_label, options=options)
+            rows = evaluate_case(case, reference, prediction, self.regions, self.ignore_label, options=options,
+                                 reader=reader)
             metrics += rows
             cases.append({"case": case, "dice": {r.region: r.dice for r in rows},
                           "ref_ml": {r.region: r.ref_ml for r in rows}, "pred_ml": {r.region: r.pred_ml for r in rows}})
@@ -413,83 +437,4 @@ class Comparison:
 
     # ------------------------------------------------------------------------------------------ report
     def report(self, records: list[dict], checkpoints: dict, seconds: float) -> None:
-        from nnunet_slem.evaluation.paired import collapsed_runs, paired_csv, paired_differences, paired_markdown
-
-        regions = [r.name for r in self.regions]
-        write_text_atomic(self.root / "results.csv", results_csv(records, regions))
-        smoke = " SMOKE RUN (tiny schedules, numbers meaningless)." if self.s.smoke else ""
-        heading = (f"# nnunet-slem compare: {self.data.dataset_name}, {self.s.configuration}, fold {self.s.fold}, "
-                   f"labelled training cases: {self.s.labeled or 'all of the fold'}")
-        parts = [heading, ""]
-        split = "test" if self.test_set is not None else "val"
-        notes = {"test": f"Held-out test cases ({self.test_set[1] if self.test_set else ''}), never seen by "
-                         "pretraining or checkpoint selection.",
-                 "val": "The fold's validation cases (monitoring only: nnU-Net's validation, not held out from "
-                        "checkpoint decisions in general)."}
-        for name in ("test", "val"):
-            rows = split_rows(records, name)
-            if rows:
-                parts.append(results_markdown(rows, regions, ALL_METHODS, f"## {name} split", notes[name] + smoke))
-        diffs = []
-        if self.s.reference in {r["method"] for r in records} and len({r["method"] for r in records}) > 1:
-            cases = case_records(records, split)
-            diffs = paired_differences(cases, reference=self.s.reference, regions=regions)
-            write_text_atomic(self.root / "paired.csv", paired_csv(diffs))
-            parts.append(f"## Paired differences to {self.s.reference} ({split} split)\n\n"
-                         + paired_markdown(diffs, collapsed_runs(cases, regions)))
-        parts += [pretraining_notes(checkpoints), f"Wall time of this invocation: {seconds:.0f} s\n"]
-        table = "\n".join(parts)
-        write_text_atomic(self.root / "results.md", table)
-        write_json_atomic(self.root / "results.json", {"settings": asdict(self.s), "runs": records})
-        title = f"{self.data.dataset_name}, fold {self.s.fold}, labelled: {self.s.labeled or 'all'}"
-        plot_results(split_rows(records, split), regions, ALL_METHODS, self.root / "results.png",
-                     f"{title}, {split} split", f"{split} Dice")
-        if diffs:
-            from nnunet_slem.evaluation.paired import plot_paired
-
-            plot_paired(diffs, self.root / "paired.png", f"{title}: method − {self.s.reference}, {split} split")
-        print("\n" + table)
-        print(f"Results: {self.root}/results.csv, results.md, results.png" + (", paired.csv, paired.png" if diffs
-                                                                               else ""))
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def checkpoint_identity(checkpoint: Path, pretrain_seed: int | None) -> dict:
-    """Which pretraining a run started from: its seed, file and sha256 (two runs sharing a sha256 share the
-    pretraining, so the seeds behind an interval can be counted)."""
-    return {"pretrain_seed": pretrain_seed, "path": str(checkpoint), "sha256": file_sha256(checkpoint)}
-
-
-def validation_curve(fold_dir: Path) -> list[float] | None:
-    """nnU-Net's per-epoch validation pseudo-Dice of a finished fine-tuning (``None`` where it is not stored)."""
-    final = fold_dir / "checkpoint_final.pth"
-    if not final.is_file():
-        return None
-    import torch
-
-    logging = torch.load(final, map_location="cpu", weights_only=False).get("logging", {})
-    return [float(v) for v in logging.get("mean_fg_dice", [])] or None
-
-
-def pretraining_notes(checkpoints: dict) -> str:
-    lines = ["Pretraining checkpoints:"]
-    for (pretext, cfb, options, pretrain_seed), path in checkpoints.items():
-        try:
-            ckpt = load_checkpoint(path)
-            log = ckpt["logging"]
-            score = f", final held-out pretext score {log['eval_acc'][-1]:.3f}" if log["eval_acc"] else ""
-            variant = f" {' '.join(options)}" if options else ""
-            lines.append(f"- {pretext}{variant}{'' if cfb else ' (no CFB)'} seed {pretrain_seed}: {ckpt['epoch']} "
-                         f"epochs{score} ({path})")
-        except UserFacingError as e:
-            lines.append(f"- {pretext} seed {pretrain_seed}: unreadable ({e})")
-    return "\n".join(lines) + "\n"
+        write_comparison_report(self, records, checkpoints, seconds)

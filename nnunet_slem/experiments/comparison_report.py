@@ -73,11 +73,12 @@ def results_markdown(rows: list[dict], regions: list[str], methods: dict, headin
     stats = aggregate(rows, regions)
     lesion = all(r.get("lesion_dice") for r in rows)
     lesion_stats = aggregate([{**r, "dice": r["lesion_dice"]} for r in rows], regions) if lesion else {}
+    header = ["method", "CFB", "pretraining", "seeds", *(f"{r} Dice" for r in regions), "mean",
+              *((f"{r} lesion Dice" for r in regions) if lesion else ())]
+    # the separator is derived from the header, so every row of the table has the header's number of cells
     lines = [heading, "", f"{split_note} Dice: mean ± std over seeds of the mean over cases"
              + (" (global Dice, then BraTS 2023 lesion-wise Dice)." if lesion else "."), "",
-             "| method | CFB | pretraining | seeds | " + " | ".join(f"{r} Dice" for r in regions) + " | mean |"
-             + "".join(f" {r} lesion Dice |" for r in regions),
-             "|---" * (len(regions) * (2 if lesion else 1) + 5) + "|"]
+             "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for method, values in stats.items():
         m = methods[method]
         n_seeds = len({r["seed"] for r in rows if r["method"] == method})
@@ -128,3 +129,52 @@ def plot_results(rows: list[dict], regions: list[str], methods: dict, path: Path
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
+
+
+def write_comparison_report(comparison, records: list[dict], checkpoints: dict, seconds: float) -> None:
+    """``results.csv``/``.md``/``.json``/``.png`` and, with a reference arm, ``paired.csv``/``.png`` of a
+    :class:`~nnunet_slem.experiments.comparison.Comparison` (its settings, data, regions and test set)."""
+    from dataclasses import asdict
+
+    from nnunet_slem.atomic import write_json_atomic, write_text_atomic
+    from nnunet_slem.evaluation.paired import collapsed_runs, paired_csv, paired_differences, paired_markdown
+    from nnunet_slem.experiments.methods import ALL_METHODS
+    from nnunet_slem.experiments.run_records import pretraining_notes
+
+    regions = [r.name for r in comparison.regions]
+    write_text_atomic(comparison.root / "results.csv", results_csv(records, regions))
+    smoke = " SMOKE RUN (tiny schedules, numbers meaningless)." if comparison.s.smoke else ""
+    settings = comparison.s
+    heading = (f"# nnunet-slem compare: {comparison.data.dataset_name}, {settings.configuration}, "
+               f"fold {settings.fold}, labelled training cases: {settings.labeled or 'all of the fold'}")
+    parts = [heading, ""]
+    split = "test" if comparison.test_set is not None else "val"
+    notes = {"test": f"Held-out test cases ({comparison.test_set[1] if comparison.test_set else ''}), never seen by "
+                     "pretraining or checkpoint selection.",
+             "val": "The fold's validation cases (monitoring only: nnU-Net's validation, not held out from "
+                    "checkpoint decisions in general)."}
+    for name in ("test", "val"):
+        rows = split_rows(records, name)
+        if rows:
+            parts.append(results_markdown(rows, regions, ALL_METHODS, f"## {name} split", notes[name] + smoke))
+    diffs = []
+    if comparison.s.reference in {r["method"] for r in records} and len({r["method"] for r in records}) > 1:
+        cases = case_records(records, split)
+        diffs = paired_differences(cases, reference=comparison.s.reference, regions=regions)
+        write_text_atomic(comparison.root / "paired.csv", paired_csv(diffs))
+        parts.append(f"## Paired differences to {comparison.s.reference} ({split} split)\n\n"
+                     + paired_markdown(diffs, collapsed_runs(cases, regions)))
+    parts += [pretraining_notes(checkpoints), f"Wall time of this invocation: {seconds:.0f} s\n"]
+    table = "\n".join(parts)
+    write_text_atomic(comparison.root / "results.md", table)
+    write_json_atomic(comparison.root / "results.json", {"settings": asdict(comparison.s), "runs": records})
+    title = f"{comparison.data.dataset_name}, fold {comparison.s.fold}, labelled: {comparison.s.labeled or 'all'}"
+    plot_results(split_rows(records, split), regions, ALL_METHODS, comparison.root / "results.png",
+                 f"{title}, {split} split", f"{split} Dice")
+    if diffs:
+        from nnunet_slem.evaluation.paired import plot_paired
+
+        plot_paired(diffs, comparison.root / "paired.png", f"{title}: method − {comparison.s.reference}, {split} split")
+    print("\n" + table)
+    print(f"Results: {comparison.root}/results.csv, results.md, results.png" + (", paired.csv, paired.png" if diffs
+                                                                           else ""))

@@ -20,11 +20,20 @@ class Method:
     cfb: bool
     description: str
     pretext_args: tuple[str, ...] = ()  # extra `nnunet-slem pretrain` options of a pretext variant
+    pool: bool = False  # pretrains on the training images plus compare's --unlabeled pool
+    pretrain_scale: int = 1  # pretraining epochs x this (8: eight times the comparison's pretraining samples)
 
     @property
     def pretraining(self) -> tuple[str | None, bool, tuple[str, ...]]:
-        """What identifies the pretraining this arm starts from: arms sharing it share the checkpoints."""
-        return self.pretext, self.cfb, self.pretext_args
+        """What identifies the pretraining this arm starts from: arms sharing it share the checkpoints. The pool
+        and the scale travel as the placeholders :data:`POOL_OPTION` and :data:`SCALE_OPTION`, which the
+        comparison turns into ``--unlabeled DIR`` and ``--epochs N`` (and the pool's identity in the folder)."""
+        return (self.pretext, self.cfb, self.pretext_args + ((POOL_OPTION,) if self.pool else ())
+                + ((SCALE_OPTION, str(self.pretrain_scale)) if self.pretrain_scale != 1 else ()))
+
+
+#: placeholders in :attr:`Method.pretraining`'s options (never passed to ``nnunet-slem pretrain`` as they are)
+POOL_OPTION, SCALE_OPTION = "@unlabeled-pool", "@epochs-x"
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -56,12 +65,27 @@ PRETEXT_VARIANTS: dict[str, Method] = {m.name: m for m in (
            "SLeM pretext with per-block modality dropout (each channel of a block zeroed with p = 0.25)",
            ("--pretext-option", "modality_dropout=0.25")),
 )}
-#: baselines beyond the paper's table (opt-in: ``--methods scratch,slem,mae``), kept out of the default list
+#: baselines beyond the paper's table and the reconstructive SLeM (opt-in: ``--methods scratch,slem,mae``), kept
+#: out of the default list
 BASELINE_EXTRA: dict[str, Method] = {m.name: m for m in (
     Method("mae", "SLeMTrainer_fromMAE", "mae", True,
            "masked-image-modelling (MAE) pretraining, Wald et al. 2025"),
+    Method("slem_recon", "SLeMTrainer_fromSLeMRecon", "slem_recon", True,
+           "reconstructive SLeM: recombined, partly masked blocks in, the original sequences out (whole U-Net)"),
 )}
-ALL_METHODS: dict[str, Method] = {**METHODS, **RECIPE_METHODS, **PRETEXT_VARIANTS, **BASELINE_EXTRA}
+#: pretraining at scale (opt-in): the --unlabeled pool and/or 8x the comparison's pretraining epochs
+SCALE_METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("slem_pool", "SLeMTrainer", "slem", True, "SLeM pretrained on the training images + the --unlabeled pool",
+           pool=True),
+    Method("slem_x8", "SLeMTrainer", "slem", True, "SLeM pretrained for 8x the samples", pretrain_scale=8),
+    Method("slem_x8_pool", "SLeMTrainer", "slem", True, "SLeM, 8x the samples, with the --unlabeled pool",
+           pool=True, pretrain_scale=8),
+    Method("mae_x8_pool", "SLeMTrainer_fromMAE", "mae", True, "MAE, 8x the samples, with the --unlabeled pool",
+           pool=True, pretrain_scale=8),
+    Method("slem_recon_x8_pool", "SLeMTrainer_fromSLeMRecon", "slem_recon", True,
+           "reconstructive SLeM, 8x the samples, with the --unlabeled pool", pool=True, pretrain_scale=8),
+)}
+ALL_METHODS: dict[str, Method] = {**METHODS, **RECIPE_METHODS, **PRETEXT_VARIANTS, **BASELINE_EXTRA, **SCALE_METHODS}
 
 
 def parse_methods(text: str) -> list[str]:

@@ -1,6 +1,7 @@
 """The pretexts ``nnunet-slem pretrain --pretext NAME`` can train, built from a name and options.
 
-``slem`` is the method; ``taleb`` and ``supervoxel`` are the paper's self-supervised baselines, ``mae`` the
+``slem`` is the method; ``slem_recon`` its reconstructive variant (:mod:`nnunet_slem.pretext.slem_recon`);
+``taleb`` and ``supervoxel`` are the paper's self-supervised baselines, ``mae`` the
 masked-image-modelling baseline of Wald et al. (JiGen is a fine-tuning trainer,
 :class:`~nnunet_slem.trainers.jigen.JiGenTrainer`, since it trains jointly with the segmentation task). All
 of them share the pretraining loop, checkpoint format and fine-tuning path.
@@ -11,7 +12,7 @@ from __future__ import annotations
 from nnunet_slem.pretext.assignments import PretextConfigError
 from nnunet_slem.pretext.base import Pretext
 
-PRETEXT_NAMES = ("slem", "taleb", "supervoxel", "mae")
+PRETEXT_NAMES = ("slem", "taleb", "supervoxel", "mae", "slem_recon")
 
 
 def build_pretext(name: str, options: dict, num_modalities: int, spatial_dims: int, seed: int) -> Pretext:
@@ -35,6 +36,11 @@ def build_pretext(name: str, options: dict, num_modalities: int, spatial_dims: i
         from nnunet_slem.pretext.mae import MAEConfig, MAEPretext
 
         return MAEPretext(MAEConfig.from_dict(options), num_modalities=num_modalities, spatial_dims=spatial_dims)
+    if name == "slem_recon":
+        from nnunet_slem.pretext.slem_recon import SLeMReconConfig, SLeMReconPretext
+
+        return SLeMReconPretext(SLeMReconConfig.from_dict(options), num_modalities=num_modalities,
+                                spatial_dims=spatial_dims)
     raise PretextConfigError(f"Unknown pretext {name!r}; choose one of {', '.join(PRETEXT_NAMES)}.")
 
 

@@ -49,7 +49,12 @@ from nnunet_slem.pretext.assignments import PretextConfigError
 from nnunet_slem.pretext.base import StoredConfig
 from nnunet_slem.pretext.checks import check_state_version
 from nnunet_slem.pretext.intensity_aug import intensity_params, intensity_transform
-from nnunet_slem.pretext.supervoxel_cache import SUPERVOXEL_ALGORITHM_VERSION, SupervoxelCache, cache_folder_name
+from nnunet_slem.pretext.supervoxel_cache import (
+    SUPERVOXEL_ALGORITHM_VERSION,
+    SupervoxelCache,
+    cache_folder_name,
+    plans_spacing,
+)
 
 __all__ = [
     "SupervoxelConfig",
@@ -154,8 +159,10 @@ class SupervoxelPretext:
 
     def extra_input(self, preprocessed_base: Path, data_identifier: str) -> SupervoxelCache:
         """The extra channel: each case's supervoxel ids, cached in
-        ``<preprocessed_base>/slem_supervoxels__<data_identifier>`` (:class:`SupervoxelCache`)."""
-        return SupervoxelCache(Path(preprocessed_base) / cache_folder_name(data_identifier), self.config)
+        ``<preprocessed_base>/slem_supervoxels__<data_identifier>`` (:class:`SupervoxelCache`), computed in
+        the spacing of the plans that made that data (:func:`plans_spacing`)."""
+        return SupervoxelCache(Path(preprocessed_base) / cache_folder_name(data_identifier), self.config,
+                               plans_spacing(preprocessed_base, data_identifier))
 
     def check_patch(self, patch_size: Sequence[int]) -> None:
         """Raise :class:`PretextConfigError` if the patch is too small for supervoxels to mean anything."""

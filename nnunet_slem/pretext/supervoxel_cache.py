@@ -7,13 +7,16 @@ scikit-image, no torch), stored beside the preprocessed data and read back as me
 Ouyang et al. used Felzenszwalb's 2D superpixels per slice of one modality. We use 3D SLIC (scikit-image) on
 all modalities jointly (``channel_axis=0``): the colour distance of SLIC is the Euclidean distance over the
 channels, so a supervoxel boundary follows an edge visible in *any* modality (a lesion only seen in FLAIR, a
-ventricle only seen in T1), which is the multi-modal information this plugin is about.
+ventricle only seen in T1), which is the multi-modal information this plugin is about. SLIC measures distances
+in the plans' spacing (:func:`plans_spacing`), so supervoxels on anisotropic data are compact in millimetres
+rather than in voxels (without it they stretch along the coarse axis by its voxel size).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -30,6 +33,7 @@ __all__ = [
     "body_mask",
     "cache_folder_name",
     "compute_supervoxels",
+    "plans_spacing",
 ]
 
 #: bumped whenever :func:`compute_supervoxels` changes its output for the same settings (invalidates caches)
@@ -92,14 +96,32 @@ def _robust_scale(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def compute_supervoxels(image: np.ndarray, config: SlicSettings) -> np.ndarray:
+def _relative_spacing(spacing: Sequence[float] | None, ndim: int | None = None) -> tuple[float, ...] | None:
+    """``spacing`` divided by its finest axis (``None`` stays ``None``).
+
+    Why relative: SLIC weighs spatial distance in units of its seed step, counted in voxels; absolute
+    millimetres would rescale ``compactness`` with the voxel size (5 mm voxels: 25x the spatial weight). With
+    the finest axis at 1, ``compactness`` keeps its meaning and isotropic data segments exactly as without
+    spacing."""
+    if spacing is None:
+        return None
+    values = tuple(float(v) for v in spacing)
+    if not values or min(values) <= 0 or not all(np.isfinite(values)) or (ndim is not None and len(values) != ndim):
+        raise ValueError(f"spacing must be {ndim or 'one'} positive finite value(s) per spatial axis, got {spacing}.")
+    return tuple(v / min(values) for v in values)
+
+
+def compute_supervoxels(image: np.ndarray, config: SlicSettings,
+                        spacing: Sequence[float] | None = None) -> np.ndarray:
     """Multi-modal SLIC supervoxels of one case: int32 ids of shape ``image.shape[1:]``, 1.. inside, 0 outside.
 
-    ``image`` is ``(C, X, Y, Z)`` (3D) or ``(C, X, Y)`` (2D), float. All channels are segmented jointly
-    (``channel_axis=0``) after per-channel robust scaling (:func:`_robust_scale`) and a light Gaussian
-    smoothing (``SLIC_SIGMA`` voxels, isotropic: the preprocessed spacing is not known here); voxels outside the
-    :func:`body_mask` (if it applies) get 0. Deterministic: SLIC's seeds are a grid, or for masked SLIC a
-    k-means on a fixed-seed subsample of the mask, so the same image always gives the same ids.
+    ``image`` is ``(C, X, Y, Z)`` (3D) or ``(C, X, Y)`` (2D), float; ``spacing`` its voxel size per spatial
+    axis (the plans'; ``None``: isotropic). All channels are segmented jointly (``channel_axis=0``) after
+    per-channel robust scaling (:func:`_robust_scale`) and a light Gaussian smoothing (``SLIC_SIGMA`` voxels
+    along the finest axis, proportionally less along coarser ones); distances use the spacing relative to the
+    finest axis (:func:`_relative_spacing`). Voxels outside the :func:`body_mask` (if it applies) get 0.
+    Deterministic: SLIC's seeds are a grid, or for masked SLIC a k-means on a fixed-seed subsample of the mask,
+    so the same image always gives the same ids.
     """
     from skimage.segmentation import slic  # imported here: only the supervoxel pretext needs scikit-image
 
@@ -110,6 +132,7 @@ def compute_supervoxels(image: np.ndarray, config: SlicSettings) -> np.ndarray:
         )
     if not np.isfinite(image).all():
         raise ValueError("the image contains NaN or Inf values; SLIC cannot segment it.")
+    relative = _relative_spacing(spacing, image.ndim - 1)
     mask = body_mask(image)
     scaled = _robust_scale(image, mask)
     labels = slic(
@@ -121,7 +144,8 @@ def compute_supervoxels(image: np.ndarray, config: SlicSettings) -> np.ndarray:
         start_label=1,
         mask=mask,
         enforce_connectivity=True,
-        sigma=SLIC_SIGMA,
+        sigma=SLIC_SIGMA,  # skimage divides a scalar sigma by the spacing per axis
+        spacing=relative,
     )
     return labels.astype(np.int32, copy=False)
 
@@ -132,6 +156,34 @@ def compute_supervoxels(image: np.ndarray, config: SlicSettings) -> np.ndarray:
 def cache_folder_name(data_identifier: str) -> str:
     """Folder name of a configuration's supervoxel cache (the caller puts it next to the preprocessed data)."""
     return f"slem_supervoxels__{data_identifier}"
+
+
+def plans_spacing(preprocessed_base: str | os.PathLike, data_identifier: str) -> tuple[float, ...] | None:
+    """The target spacing of the configuration whose preprocessed data is ``data_identifier``, read from the
+    plans files in ``preprocessed_base`` with nnU-Net's ``PlansManager`` (which resolves ``inherits_from``).
+
+    Why by data identifier: that is what the cache is named after, and every configuration sharing preprocessed
+    data shares its spacing. ``None`` when no plans name it (data prepared by hand: isotropic SLIC); two
+    different spacings for one identifier are a broken set of plans and an error."""
+    found: dict[tuple[float, ...], str] = {}
+    for path in sorted(Path(preprocessed_base).glob("*.json")):
+        try:
+            plans = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not plans (nnU-Net keeps other json files here); broken plans fail where they are used
+        if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
+            continue
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        manager = PlansManager(plans)
+        for name in manager.available_configurations:
+            configuration = manager.get_configuration(name)
+            if configuration.data_identifier == data_identifier:
+                found.setdefault(tuple(float(v) for v in configuration.spacing), f"{path.name} ({name})")
+    if len(found) > 1:
+        raise UserFacingError(f"Plans in {preprocessed_base} give the preprocessed data {data_identifier} different "
+                              f"spacings: {found}; make those configurations agree (or use another data_identifier).")
+    return next(iter(found), None)
 
 
 class _Source(Protocol):
@@ -148,16 +200,25 @@ class SupervoxelCache:
     """Supervoxel id maps of every case, computed once and stored as ``<folder>/<case_name>.npy`` (int32).
 
     The folder's ``config.json`` records the settings the maps depend on; a folder made with other settings is
-    an error rather than silently reused. Every file is written atomically, so a killed run leaves no half
-    file, and several processes (data-parallel ranks) may fill the cache at once: they write identical files.
+    an error rather than silently reused; the plans' ``spacing`` (see :func:`compute_supervoxels`) is one of
+    them. Every file is written atomically, so a killed run leaves no half file, and several processes
+    (data-parallel ranks) may fill the cache at once: they write identical files.
     """
 
     CONFIG_FILE: ClassVar[str] = "config.json"
 
-    def __init__(self, folder: str | os.PathLike, config: SlicSettings) -> None:
+    def __init__(self, folder: str | os.PathLike, config: SlicSettings,
+                 spacing: Sequence[float] | None = None) -> None:
         self.folder = Path(folder)
         self.config = config
+        _relative_spacing(spacing)  # a bad spacing fails here, not in the middle of filling the cache
+        self.spacing = None if spacing is None else tuple(float(v) for v in spacing)
         self._check_config_file()
+
+    def params(self) -> dict:
+        """The cache key: the SLIC settings and the spacing (``config.json``)."""
+        return {**self.config.supervoxel_params(),
+                "spacing": None if self.spacing is None else list(self.spacing)}
 
     def _check_config_file(self) -> None:
         path = self.folder / self.CONFIG_FILE
@@ -170,7 +231,11 @@ class SupervoxelCache:
                 f"the supervoxel cache {self.folder} has an unreadable {self.CONFIG_FILE} ({e}); delete the "
                 "folder, the next run computes the supervoxels again."
             ) from e
-        wanted = self.config.supervoxel_params()
+        wanted = self.params()
+        relative = _relative_spacing(self.spacing)
+        if isinstance(stored, dict) and "spacing" not in stored and (relative is None or set(relative) == {1.0}):
+            # written before the spacing was recorded, by isotropic SLIC: what this (isotropic) run computes too
+            stored = {**stored, "spacing": wanted["spacing"]}
         if stored != wanted:
             raise PretextConfigError(
                 f"the supervoxel cache {self.folder} was computed with {stored}, but this run asks for {wanted}. "
@@ -193,7 +258,7 @@ class SupervoxelCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._check_config_file()  # another process may have created the folder meanwhile
         if not (self.folder / self.CONFIG_FILE).is_file():
-            write_json_atomic(self.folder / self.CONFIG_FILE, self.config.supervoxel_params())
+            write_json_atomic(self.folder / self.CONFIG_FILE, self.params())
         todo = []
         for index in range(len(source)):
             path = self.path(source, index)
@@ -201,7 +266,7 @@ class SupervoxelCache:
                 todo.append(index)
         for index in tqdm(todo, desc="computing supervoxels", disable=not todo):
             try:
-                ids = compute_supervoxels(source.image(index), self.config)
+                ids = compute_supervoxels(source.image(index), self.config, self.spacing)
             except ValueError as e:
                 raise UserFacingError(f"Cannot compute supervoxels of case {_case_file(source, index)}: {e}") from e
             write_atomic(self.path(source, index), lambda f, ids=ids: np.save(f, ids))

@@ -29,14 +29,12 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-from tqdm import tqdm
 
-from nnunet_slem.atomic import write_atomic
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.pretext.base import ExtraInput
 
@@ -72,16 +70,31 @@ class ImageSource:
         self.repair_hint = repair_hint or "nnUNetv2_preprocess -d DATASET -c CONFIGURATION -plans_name PLANS"
         if preprocessed_folder is not None:
             folder = str(preprocessed_folder)
+            self._refuse_dangling_links(Path(folder))
             dataset_class = infer_dataset_class(folder)
             self._dataset = dataset_class(folder)
             self.items += [("nnunet", i) for i in self._dataset.identifiers]
+        self._pool = None
         if unlabeled_folder is not None:
-            self.items += [("npy", str(p)) for p in sorted(Path(unlabeled_folder).glob("*.npy"))]
+            pool = Path(unlabeled_folder)
+            if any(pool.glob("*.pkl")):  # nnU-Net's format (unlabeled_pool.preprocess_pool)
+                self._pool = infer_dataset_class(str(pool))(str(pool))
+                self.items += [("pool", i) for i in self._pool.identifiers]
+            else:  # an older cache of float32 .npy files
+                self.items += [("npy", str(p)) for p in sorted(pool.glob("*.npy"))]
         if not self.items:
             raise UserFacingError(
                 f"No images to pretrain on in {preprocessed_folder} or {unlabeled_folder}. Run "
                 "nnUNetv2_plan_and_preprocess for this dataset and configuration first."
             )
+
+    def _refuse_dangling_links(self, folder: Path) -> None:
+        """nnU-Net lists the folder with ``is_file()``, which raises on a symlink loop: name it instead."""
+        for entry in sorted(folder.iterdir()):
+            if entry.is_symlink() and not os.path.exists(entry):
+                raise UserFacingError(
+                    f"Preprocessed case {entry} is a symbolic link that leads nowhere (a loop, or its target is "
+                    f"missing). Remove it, or rewrite the preprocessed data with `{self.repair_hint}`.")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -91,13 +104,15 @@ class ImageSource:
         kind, ref = self.items[index]
         if kind == "npy":
             return ref
-        candidates = sorted(self._folder.glob(f"{ref}.*"))
+        folder = Path(self._pool.source_folder) if kind == "pool" else self._folder
+        candidates = sorted(folder.glob(f"{ref}.*"))
         data_files = [c for c in candidates if c.suffix in (".b2nd", ".npz", ".npy")]
-        return str(data_files[0] if data_files else self._folder / ref)
+        return str(data_files[0] if data_files else folder / ref)
 
     def _fix(self, index: int) -> str:
-        if self.items[index][0] == "npy":
-            return ("Delete it; the next `nnunet-slem pretrain --unlabeled ...` preprocesses that image again "
+        if self.items[index][0] in ("npy", "pool"):
+            also = " and its .pkl" if self.items[index][0] == "pool" else ""
+            return (f"Delete it{also}; the next `nnunet-slem pretrain --unlabeled ...` preprocesses that image again "
                     "(or remove the image from the --unlabeled folder).")
         return f"Rewrite the preprocessed data with `{self.repair_hint}` (or remove the case from it)."
 
@@ -107,7 +122,7 @@ class ImageSource:
         try:
             if kind == "npy":
                 return np.load(ref, mmap_mode="r")
-            data, _seg_unread, _prev, _props = self._dataset.load_case(ref)
+            data, _seg_unread, _prev, _props = (self._pool if kind == "pool" else self._dataset).load_case(ref)
             return data
         except Exception as e:  # blosc2 / numpy / pickle raise many types for truncated or corrupt files
             raise UserFacingError(self._unreadable(index, e)) from e
@@ -116,21 +131,78 @@ class ImageSource:
         return (f"Cannot read preprocessed case {self.case_file(index)} ({type(error).__name__}: {error}); the "
                 f"file is truncated or corrupt. {self._fix(index)}")
 
-    def check(self, num_channels: int) -> None:
-        """Open every case once (headers only, nothing is decompressed) before any output is written, so a
-        truncated file or a case with another channel count fails at the start, not hours into a run."""
+    def check(self, num_channels: int, target_spacing: Sequence[float] | None = None) -> None:
+        """Every case once, before any output is written, so that a bad case fails at the start, not hours into
+        a run: it opens (a truncated file fails here), is ``(channels, z, y, x)`` (nnU-Net writes 2d
+        configurations' cases in 3D too) with dataset.json's channel count and a float dtype, has the shape its
+        ``.pkl`` says nnU-Net resampled it to (``target_spacing``: the configuration's), and holds finite values
+        of a plausible size that are not all constant. Values are read one channel of one case at a time."""
         for index in range(len(self)):
-            image = self.image(index)
-            if image.ndim < 3 or image.shape[0] != num_channels:
+            image, properties = self._open(index)
+            shape = tuple(int(n) for n in image.shape)
+            if len(shape) != 4:
                 raise UserFacingError(
-                    f"Preprocessed case {self.case_file(index)} has shape {tuple(image.shape)}, i.e. "
-                    f"{image.shape[0]} channels, but dataset.json lists {num_channels}. {self._fix(index)}"
+                    f"Preprocessed case {self.case_file(index)} has shape {shape}, {len(shape)}-D; nnU-Net writes "
+                    f"every case as (channels, z, y, x), 2d configurations included. {self._fix(index)}")
+            if shape[0] != num_channels:
+                raise UserFacingError(
+                    f"Preprocessed case {self.case_file(index)} has shape {shape}, i.e. "
+                    f"{shape[0]} channels, but dataset.json lists {num_channels}. {self._fix(index)}"
                 )
+            if np.dtype(image.dtype).kind != "f":
+                raise UserFacingError(
+                    f"Preprocessed case {self.case_file(index)} holds {np.dtype(image.dtype)} values; nnU-Net writes "
+                    f"float32 images. {self._fix(index)}")
+            expected = expected_shape(properties, target_spacing)
+            if expected is not None and expected != shape[1:]:
+                raise UserFacingError(
+                    f"Preprocessed case {self.case_file(index)} has the spatial shape {shape[1:]}, but its .pkl "
+                    f"(shape {tuple(properties['shape_after_cropping_and_before_resampling'])} at spacing "
+                    f"{[round(float(v), 4) for v in properties['spacing']]}, resampled to {list(target_spacing)}) "
+                    f"says {expected}. {self._fix(index)}")
+            self._check_values(index, image)
+
+    def _open(self, index: int) -> tuple[Any, dict | None]:
+        """The image array and, for nnU-Net's cases, the properties from its ``.pkl``."""
+        kind, ref = self.items[index]
+        if kind == "npy":
+            return self.image(index), None
+        try:
+            data, _seg_unread, _prev, properties = (self._pool if kind == "pool" else self._dataset).load_case(ref)
+        except Exception as e:  # blosc2 / numpy / pickle raise many types for truncated or corrupt files
+            raise UserFacingError(self._unreadable(index, e)) from e
+        return data, properties if isinstance(properties, dict) else None
+
+    def _check_values(self, index: int, image) -> None:
+        """Finite, at most :data:`MAX_ABS_VALUE` in size, not every channel constant (e.g. all zeros)."""
+        constant = 0
+        for channel in range(image.shape[0]):
+            try:
+                values = np.asarray(image[channel])
+            except Exception as e:
+                raise UserFacingError(self._unreadable(index, e)) from e
+            if not np.isfinite(values).all():
+                raise UserFacingError(
+                    f"Preprocessed case {self.case_file(index)} contains NaN or Inf values (channel {channel}, "
+                    "found when checking every case at the start). Fix the raw images of this case (e.g. replace "
+                    f"NaN/Inf with a background value) and preprocess again with `{self.repair_hint}`, or remove "
+                    "the case.")
+            largest = float(np.abs(values).max()) if values.size else 0.0
+            if largest > MAX_ABS_VALUE:
+                raise UserFacingError(
+                    f"Preprocessed case {self.case_file(index)} holds values up to {largest:.3g} in channel "
+                    f"{channel}, far beyond what nnU-Net's normalisation gives (the file is damaged, or its raw "
+                    f"image overflowed). {self._fix(index)}")
+            constant += bool(values.size) and bool(values.min() == values.max())
+        if constant == image.shape[0]:
+            raise UserFacingError(
+                f"Preprocessed case {self.case_file(index)} is blank: every channel is constant (e.g. all zeros), "
+                f"nothing to learn from. {self._fix(index)}")
 
     def case_name(self, index: int) -> str:
         """The case identifier (preprocessed) or ``unlabeled__<file stem>``: a stable key for per-case caches."""
         kind, ref = self.items[index]
-        return f"unlabeled__{Path(ref).stem}" if kind == "npy" else ref
+        return f"unlabeled__{Path(ref).stem}" if kind in ("npy", "pool") else ref
 
     def patch(self, index: int, patch_size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
         """A random patch of one case (see :func:`random_patch`), read errors and NaN/Inf named.
@@ -152,6 +224,28 @@ class ImageSource:
         if self.extra is not None:
             patch = np.concatenate([patch, crop(self.extra.load(self, index)[None], window, patch_size)])
         return patch
+
+
+#: Larger absolute values in a preprocessed case mean damage: nnU-Net's normalisations give values of order 1
+#: (z-score), and even unnormalised 16-bit or float images stay far below this.
+MAX_ABS_VALUE = 1e10
+
+
+def expected_shape(properties: dict | None, target_spacing: Sequence[float] | None) -> tuple[int, ...] | None:
+    """The spatial shape nnU-Net's preprocessor gives a case with these ``.pkl`` properties at
+    ``target_spacing`` (the configuration's; the first axis keeps its spacing for 2d configurations), or ``None``
+    where the properties do not say."""
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+
+    try:
+        old_shape = [int(n) for n in properties["shape_after_cropping_and_before_resampling"]]
+        old_spacing = [float(v) for v in properties["spacing"]]
+        target = [float(v) for v in target_spacing]
+        if len(target) < len(old_spacing):
+            target = old_spacing[: len(old_spacing) - len(target)] + target
+        return tuple(int(n) for n in compute_new_shape(old_shape, old_spacing, target))
+    except Exception:  # no .pkl properties, or not nnU-Net's: nothing to compare with
+        return None
 
 
 def patch_window(spatial: Sequence[int], patch_size: Sequence[int], rng: np.random.Generator) -> list[int]:
@@ -291,20 +385,3 @@ def find_unlabeled_cases(images_dir: str | os.PathLike, file_ending: str, num_ch
                 f"(0..{num_channels - 1}). Provide every channel as {case}_XXXX{file_ending}."
             )
     return {case: [channels[c] for c in range(num_channels)] for case, channels in cases.items()}
-
-
-def preprocess_unlabeled(images_dir: str | os.PathLike, cache_folder: str | os.PathLike,
-                         plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                         dataset_json: dict) -> Path:
-    """Run nnU-Net's preprocessor (same plans) on unlabeled images once; cached cases are skipped."""
-    num_channels = len(dataset_json["channel_names"])
-    cases = find_unlabeled_cases(images_dir, dataset_json["file_ending"], num_channels)
-    cache_folder = Path(cache_folder)
-    cache_folder.mkdir(parents=True, exist_ok=True)
-    preprocessor = configuration_manager.preprocessor_class(verbose=False)
-    todo = [c for c in cases if not (cache_folder / f"{c}.npy").is_file()]
-    for case in tqdm(todo, desc="preprocessing unlabeled images", disable=not todo):
-        data, _, _ = preprocessor.run_case(cases[case], None, plans_manager, configuration_manager, dataset_json)
-        array = data.astype(np.float32, copy=False)
-        write_atomic(cache_folder / f"{case}.npy", lambda f, array=array: np.save(f, array))
-    return cache_folder

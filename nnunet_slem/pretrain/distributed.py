@@ -187,5 +187,5 @@ def spawn(fn: Callable[..., Any], args: tuple, nprocs: int, cpu: bool) -> None:
     except ProcessException as e:
         raise UserFacingError(
             f"Pretraining process {e.error_index} of {nprocs} failed ({e}); its own message is printed above. "
-            "Checkpoints written so far are intact: fix the cause and rerun with --resume."
+            "Checkpoints written so far are intact: fix the cause and rerun with --c."
         ) from e

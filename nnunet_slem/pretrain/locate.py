@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.validation.files import brief, read_json
+from nnunet_slem.validation.nnunet_json import check_configuration, check_dataset_json, check_plans
 
 
 @dataclass
@@ -59,15 +60,17 @@ def locate_preprocessed(dataset: str | int, configuration: str, plans_name: str 
     name = dataset_name_from_id(dataset, root)
     base = root / name
     plans_file = base / f"{plans_name}.json"
-    if not plans_file.is_file():
+    if not os.path.lexists(plans_file):
         available = sorted(p.stem for p in base.glob("*.json")
                            if p.stem not in ("dataset", "dataset_fingerprint", "splits_final"))
         raise UserFacingError(
             f"Plans {plans_name!r} not found in {base} (available: {available or 'none'}). Pass -p with one of "
             f"them, or run `nnUNetv2_plan_and_preprocess -d {dataset_id_of(name)}`."
         )
-    plans = json.loads(plans_file.read_text(encoding="utf-8"))
-    configurations = plans.get("configurations", {})
+    replan = (f"Restore it, or write it again with `nnUNetv2_plan_and_preprocess -d {dataset_id_of(name)}` (for "
+              "custom plans: the planner or script that made them).")
+    plans = check_plans(read_json(plans_file, "The plans file", replan), plans_file, replan)
+    configurations = plans["configurations"]
     if configuration not in configurations:
         raise UserFacingError(
             f"Configuration {configuration!r} is not in plans {plans_name!r} (available: "
@@ -75,13 +78,22 @@ def locate_preprocessed(dataset: str | int, configuration: str, plans_name: str 
         )
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    data_identifier = PlansManager(plans).get_configuration(configuration).data_identifier
-    data_folder = base / data_identifier
+    try:
+        resolved = PlansManager(plans).get_configuration(configuration).configuration
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:  # e.g. a loop or a gap in inherits_from
+        raise UserFacingError(f"{plans_file}: configuration {configuration!r} cannot be resolved ({brief(e)}). "
+                              f"{replan}") from e
+    check_configuration(resolved, configuration, plans_file, replan)
+    data_folder = base / resolved["data_identifier"]
     if not data_folder.is_dir() or not any(data_folder.iterdir()):
         raise UserFacingError(
             f"Configuration {configuration!r} of {name} is planned but not preprocessed ({data_folder} is missing "
             f"or empty). Run `nnUNetv2_preprocess -d {dataset_id_of(name)} -c {configuration} -plans_name "
             f"{plans_name}`."
         )
-    dataset_json = json.loads((base / "dataset.json").read_text(encoding="utf-8"))
+    dataset_json_file = base / "dataset.json"
+    restore = (f"Restore it from $nnUNet_raw/{name}/dataset.json (nnUNetv2_plan_and_preprocess copies it here); if "
+               "the channels changed, preprocess again.")
+    dataset_json = check_dataset_json(read_json(dataset_json_file, "The dataset.json", restore), dataset_json_file,
+                                      restore)
     return PreprocessedDataset(name, base, plans, dataset_json, data_folder)

@@ -46,7 +46,7 @@ from nnunet_slem.pretext.audit import AuditResult
 from nnunet_slem.pretext.base import Pretext
 from nnunet_slem.pretext.registry import build_pretext
 from nnunet_slem.pretext.slem import SLeMPretext
-from nnunet_slem.pretrain.data import EVAL_STREAM, ImageSource, PatchStream, batch_loader, preprocess_unlabeled
+from nnunet_slem.pretrain.data import EVAL_STREAM, ImageSource, PatchStream, batch_loader
 from nnunet_slem.pretrain.distributed import (
     DistContext,
     local_batch_size,
@@ -59,9 +59,10 @@ from nnunet_slem.pretrain.locate import PreprocessedDataset, dataset_id_of, loca
 from nnunet_slem.pretrain.model import HEAD_SEED_OFFSET, PretextClassifier, PretextSegmenter, trained_prefixes
 from nnunet_slem.pretrain.probes import ProbeResult
 from nnunet_slem.pretrain.progress import plot_progress
-from nnunet_slem.pretrain.run_folder import RunFolder, restore_checkpoint, save_checkpoint
-from nnunet_slem.pretrain.settings import PretrainSettings, build_optimizer, lr_at
+from nnunet_slem.pretrain.run_folder import RunFolder, read_resumable, restore_checkpoint, save_checkpoint
+from nnunet_slem.pretrain.settings import PretrainSettings, build_optimizer, check_batch_fits, lr_at, resolve_device
 from nnunet_slem.pretrain.shortcut_checks import audit_on_source, probe_on_source
+from nnunet_slem.pretrain.unlabeled_pool import pool_cache_folder, pool_identity, preprocess_pool
 
 
 class SLeMPretrainer:
@@ -75,10 +76,11 @@ class SLeMPretrainer:
     def __init__(self, dataset: str | int, configuration: str, plans: str = "nnUNetPlans",
                  device: str = "cuda", settings: PretrainSettings | None = None,
                  unlabeled_dir: str | None = None, results_root: str | None = None,
-                 preprocessed_root: str | None = None, distributed: DistContext | None = None) -> None:
+                 preprocessed_root: str | None = None, distributed: DistContext | None = None,
+                 unlabeled_processes: int = 1) -> None:
         self.settings = settings or PretrainSettings()
         self.dist = distributed or DistContext()
-        self.device = process_device(_resolve_device(device).type, self.dist)
+        self.device = process_device(resolve_device(device).type, self.dist)
         self.data: PreprocessedDataset = locate_preprocessed(dataset, configuration, plans, preprocessed_root)
         results_root = results_root or os.environ.get("nnUNet_results")
         if not results_root:
@@ -90,10 +92,13 @@ class SLeMPretrainer:
         self.configuration_manager = self.plans_manager.get_configuration(configuration)
         self.configuration = configuration
         self.unlabeled_dir = unlabeled_dir
+        self.unlabeled_processes = unlabeled_processes
         self.num_channels = len(self.data.dataset_json["channel_names"])
         self.patch_size = [int(p) for p in self.configuration_manager.patch_size]
         self.batch_size = self.settings.batch_size or int(self.configuration_manager.batch_size)  # global
         self.local_batch_size = local_batch_size(self.batch_size, self.dist)
+        check_batch_fits(self.local_batch_size, self.patch_size, self.num_channels, self.configuration_manager,
+                         self.device)
         self.pretext = self._build_pretext()
         self.log: dict[str, list] = {k: [] for k in ("epoch", "loss", "train_acc", "eval_acc", "lr",
                                                         "epoch_time_s", "samples_per_s")}
@@ -172,7 +177,7 @@ class SLeMPretrainer:
         model = self.build_model().to(self.device)
         optimizer = self._optimizer(trained_parameters(model))
         scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
-        if existing is not None:
+        if existing is not None:  # the whole checkpoint is validated before anything is changed
             self._restore(existing, model, optimizer, scaler)  # every rank: same weights, optimizer, epoch
             if self.start_epoch >= self.settings.epochs:
                 self._print(f"Pretraining already finished ({self.start_epoch} epochs): {final}")
@@ -180,6 +185,8 @@ class SLeMPretrainer:
         source = self._image_source()
         meta = self.metadata(model.network)
         meta["num_images"] = len(source)
+        meta["unlabeled_pool"] = (pool_identity(self.unlabeled_dir, self.data.dataset_json).to_dict()
+                                  if self.unlabeled_dir is not None else None)
         meta["trained_prefixes"] = trained_prefixes(model)
         if self.dist.is_main:
             self.run_folder.prepare(self.start_epoch, self._config_file(meta))
@@ -203,7 +210,7 @@ class SLeMPretrainer:
                     save_checkpoint(latest, model, optimizer, scaler, epoch + 1, self.log, meta)
                 self.dist.barrier()
                 if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < self.settings.epochs:
-                    self._print(f"Stopping after epoch {epoch + 1} as asked; continue with --resume")
+                    self._print(f"Stopping after epoch {epoch + 1} as asked; continue with --c")
                     return latest
         if self.dist.is_main:
             save_checkpoint(final, model, optimizer, scaler, self.settings.epochs, self.log, meta)
@@ -233,18 +240,19 @@ class SLeMPretrainer:
         Unlabeled images and extra inputs are prepared by rank 0 alone; the other ranks then read its caches."""
         unlabeled = None
         if self.unlabeled_dir is not None:
-            cache = Path(self.data.preprocessed_base) / f"slem_unlabeled__{self.configuration_manager.data_identifier}"
+            identity = pool_identity(self.unlabeled_dir, self.data.dataset_json)  # checked: one-line errors
             if self.dist.is_main:
-                preprocess_unlabeled(self.unlabeled_dir, cache, self.plans_manager, self.configuration_manager,
-                                     self.data.dataset_json)
+                preprocess_pool(self.unlabeled_dir, self.data.preprocessed_base, self.plans_manager,
+                                self.configuration_manager, self.data.dataset_json, self.unlabeled_processes)
             self.dist.barrier()
-            unlabeled = cache
+            unlabeled = pool_cache_folder(self.data.preprocessed_base, self.configuration_manager.data_identifier,
+                                          identity)
         repair = (f"nnUNetv2_preprocess -d {dataset_id_of(self.data.dataset_name)} -c {self.configuration} "
                   f"-plans_name {self.plans_manager.plans_name}")
         extra = self.pretext.extra_input(Path(self.data.preprocessed_base),
                                          self.configuration_manager.data_identifier)
         source = ImageSource(self.data.data_folder, unlabeled, repair_hint=repair, extra=extra)
-        source.check(self.num_channels)
+        source.check(self.num_channels, self.configuration_manager.spacing)
         if extra is not None:
             if self.dist.is_main:
                 extra.ensure(source)
@@ -431,14 +439,11 @@ class SLeMPretrainer:
 
     def _restore(self, path: Path, model: PretextClassifier | PretextSegmenter, optimizer, scaler) -> None:
         """Weights, optimizer moments, grad scaler (in place), log, epoch and audit of the checkpoint."""
-        state = restore_checkpoint(path, model, optimizer, scaler, self.pretext, self.device)
+        channels = data_metadata(self.plans_manager, self.configuration_manager,
+                                 self.data.dataset_json)["channel_names"]
+        ckpt = read_resumable(path, model, self.pretext, self.device, self.settings.epochs, channels,
+                              Path(self.data.preprocessed_base) / "dataset.json")
+        state = restore_checkpoint(ckpt, model, optimizer, scaler)
         self.log, self.start_epoch, self.audit_result = state.log, state.epoch, state.audit
         self._print(f"Resuming from {path} after epoch {self.start_epoch}")
 
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserFacingError("-device cuda requested but CUDA is not available here. Use -device cpu.")
-    if device not in ("cuda", "cpu", "mps"):
-        raise UserFacingError(f"Unknown -device {device!r}; use cuda, cpu or mps.")
-    return torch.device(device)

@@ -15,6 +15,7 @@ from torch import nn
 
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.pretext.registry import PRETEXT_NAMES
+from nnunet_slem.validation.numbers import check_fits, check_number, physical_memory_bytes
 
 
 @dataclass
@@ -49,14 +50,19 @@ class PretrainSettings:
         if self.schedule not in ("cosine", "poly"):
             raise UserFacingError(f"Unknown --schedule {self.schedule!r}; use 'cosine' or 'poly'.")
         for name in ("epochs", "iters_per_epoch"):
-            if getattr(self, name) < 1:
-                raise UserFacingError(f"--{name.replace('_', '-')} must be at least 1.")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserFacingError("--batch-size must be at least 1.")
-        if self.seed < 0:
-            raise UserFacingError("--seed must be 0 or larger.")
-        if self.probe_samples < 0:
-            raise UserFacingError("--probe-samples must be 0 (no probes) or larger.")
+            check_number(getattr(self, name), f"--{name.replace('_', '-')}", integer=True, minimum=1)
+        if self.batch_size is not None:
+            check_number(self.batch_size, "--batch-size", integer=True, minimum=1)
+        check_number(self.seed, "--seed", integer=True, minimum=0)
+        check_number(self.lr, "--lr", positive=True, hint="The peak learning rate, e.g. 1e-3.")
+        check_number(self.weight_decay, "--weight-decay", minimum=0)
+        check_number(self.warmup_iters, "--warmup-iters", integer=True, minimum=0, hint="0 means no warm-up.")
+        if self.num_workers is not None:
+            check_number(self.num_workers, "--num-workers", integer=True, minimum=0,
+                         hint="0 loads in the training process.")
+        check_number(self.eval_batches, "eval_batches", integer=True, minimum=0)
+        check_number(self.audit_samples, "--audit-samples", integer=True, minimum=0, hint="0 skips the audit.")
+        check_number(self.probe_samples, "--probe-samples", integer=True, minimum=0, hint="0 skips the probes.")
         if self.transfer_dtype not in ("auto", "float16", "float32"):
             raise UserFacingError(f"Unknown transfer dtype {self.transfer_dtype!r}; use auto, float16 or float32.")
         if self.pretext_name not in PRETEXT_NAMES:
@@ -79,3 +85,31 @@ def build_optimizer(params: list[nn.Parameter], settings: PretrainSettings) -> t
         return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     return torch.optim.SGD(params, lr=settings.lr, momentum=0.99, nesterov=True,
                            weight_decay=settings.weight_decay)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserFacingError("-device cuda requested but CUDA is not available here. Use -device cpu.")
+    if device not in ("cuda", "cpu", "mps"):
+        raise UserFacingError(f"Unknown -device {device!r}; use cuda, cpu or mps.")
+    return torch.device(device)
+
+
+def check_batch_fits(batch: int, patch_size: list[int], channels: int, configuration_manager,
+                     device: torch.device) -> None:
+    """Refuse a (per-process) batch that cannot fit, before the loader allocates it: a lower bound on one step's
+    memory is the input batch plus two activations of the first stage's width at full resolution (the first
+    convolution's output and its normalisation), 4 bytes a value. A real step needs several times more, so
+    nothing that could fit is refused."""
+    try:
+        width = int(configuration_manager.network_arch_init_kwargs["features_per_stage"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        width = 0
+    per_sample = 4 * math.prod(patch_size) * (channels + 2 * width)
+    if device.type == "cuda":
+        available, where = torch.cuda.get_device_properties(device).total_memory, f"the GPU ({device})"
+    else:
+        available, where = physical_memory_bytes(), "this machine's RAM"
+    fits = max(1, (available or 0) // max(1, per_sample))
+    check_fits(batch * per_sample, available, f"A batch of {batch} patches of {list(patch_size)} voxels",
+               where, f"Pass a smaller --batch-size (at most about {fits} per process; fewer in practice).")

@@ -81,3 +81,17 @@ def subset_from_env(train_cases: Sequence[str]) -> list[str] | None:
     if not seed_text.isdigit():
         raise UserFacingError(f"{SEED_ENV}={seed_text!r} must be a non-negative integer.")
     return pick_labeled_subset(train_cases, parse_labeled(text), int(seed_text), os.environ.get(PATIENT_ENV))
+
+
+def check_seed_count(n_seeds: int, n_train: int, labeled: str | float, fold: int) -> None:
+    """Refuse more paired seeds than the fold's ``n_train`` training cases have distinct labelled subsets: a
+    repeated subset would count twice as if it were independent evidence."""
+    from math import comb
+
+    value = parse_labeled(str(labeled))
+    k = int(value) if value >= 1 else max(1, round(value * n_train))
+    subsets = comb(n_train, k) if k <= n_train else 0
+    if n_seeds > subsets:
+        raise UserFacingError(
+            f"--seeds {n_seeds} asks for more paired seeds than fold {fold} has distinct labelled subsets "
+            f"({subsets}: {k} of {n_train} training cases). Use at most {subsets} seeds, or more labelled cases.")

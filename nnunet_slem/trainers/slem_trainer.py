@@ -81,6 +81,7 @@ from nnunet_slem.trainers.schedule import (
     schedule_record,
 )
 from nnunet_slem.trainers.seeded_workers import seeded_augmenters
+from nnunet_slem.validation.checkpoint import require_fields
 
 SEED_ENV = "SLEM_SEED"
 
@@ -268,7 +269,8 @@ class SLeMTrainer(nnUNetTrainer):
     def load_slem_pretrained_weights(self, path: Path) -> None:
         """Copy the tensors of the parts the pretext trained (never the segmentation layers), after checking
         compatibility; log how many tensors of each part were loaded and kept."""
-        ckpt = load_checkpoint(path, map_location="cpu")
+        ckpt = load_checkpoint(path, map_location="cpu")  # digest, field types, finite weights
+        require_fields(ckpt, path, metadata=("num_input_channels", "channel_names"), purpose="fine-tuning")
         meta = ckpt["metadata"]
         for msg in check_metadata(meta, data_metadata(self.plans_manager, self.configuration_manager,
                                                       self.dataset_json), str(path)):
@@ -322,9 +324,10 @@ class SLeMTrainer(nnUNetTrainer):
 def trainer_for_checkpoint(pretext: str, cfb: bool, recipe: Recipe) -> str | None:
     """The nnunet-slem trainer that fine-tunes a ``pretext`` checkpoint with (or without) the CFB: among those
     that load it, one keeping ``recipe`` if any, then the shortest name (the variant changing least), e.g.
-    ``SLeMTrainer_noCFB_fromMAE`` for ``--pretext mae --no-cfb``. ``None`` when no trainer fits."""
-    import nnunet_slem.trainers.variants  # noqa: F401  (defines the variants searched below)
+    ``SLeMTrainer_noCFB_fromMAE`` for ``--pretext mae --no-cfb``. ``None`` when no trainer fits.
 
+    The variants are found as subclasses, without importing ``variants`` (which imports this module): importing
+    this module runs the package's ``__init__`` first, and that defines every variant before any trainer runs."""
     found, pending = [], [SLeMTrainer]
     while pending:
         cls = pending.pop()

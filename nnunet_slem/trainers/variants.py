@@ -56,6 +56,13 @@ class SLeMTrainer_noCFB_fromMAE(SLeMTrainer_noCFB):
     pretext_name = "mae"
 
 
+class SLeMTrainer_fromSLeMRecon(SLeMTrainer):
+    """The CFB network initialised from ``nnunet-slem pretrain --pretext slem_recon`` (reconstructive SLeM: the
+    whole U-Net, decoder included, as the pretext trained it)."""
+
+    pretext_name = "slem_recon"
+
+
 class SLeMTrainer_warmupRecipe(SLeMTrainer):
     """SLeM weights fine-tuned with upstream nnU-Net's recipe for self-supervised checkpoints (lr 1e-3, linear
     warm-up of the whole network over 5 % of the epochs, then poly decay): the recipe ablation. It lost to

@@ -1,0 +1,54 @@
+"""What a comparison's run records hold beyond the Dice: where a run started from and how it trained.
+
+Kept apart from :mod:`nnunet_slem.experiments.comparison` (which runs the comparison) so the record's provenance
+fields have one home: ``pretrained_from`` (:func:`checkpoint_identity`), ``validation_curve``
+(:func:`validation_curve`), and the pretraining summary of ``results.md`` (:func:`pretraining_notes`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from nnunet_slem.checkpoint_format import load_checkpoint
+from nnunet_slem.errors import UserFacingError
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_identity(checkpoint: Path, pretrain_seed: int | None) -> dict:
+    """Which pretraining a run started from: its seed, file and sha256 (two runs sharing a sha256 share the
+    pretraining, so the seeds behind an interval can be counted)."""
+    return {"pretrain_seed": pretrain_seed, "path": str(checkpoint), "sha256": file_sha256(checkpoint)}
+
+
+def validation_curve(fold_dir: Path) -> list[float] | None:
+    """nnU-Net's per-epoch validation pseudo-Dice of a finished fine-tuning (``None`` where it is not stored)."""
+    final = fold_dir / "checkpoint_final.pth"
+    if not final.is_file():
+        return None
+    import torch
+
+    logging = torch.load(final, map_location="cpu", weights_only=False).get("logging", {})
+    return [float(v) for v in logging.get("mean_fg_dice", [])] or None
+
+
+def pretraining_notes(checkpoints: dict) -> str:
+    lines = ["Pretraining checkpoints:"]
+    for (pretext, cfb, options, pretrain_seed), path in checkpoints.items():
+        try:
+            ckpt = load_checkpoint(path)
+            log = ckpt["logging"]
+            score = f", final held-out pretext score {log['eval_acc'][-1]:.3f}" if log["eval_acc"] else ""
+            variant = f" {' '.join(options)}" if options else ""
+            lines.append(f"- {pretext}{variant}{'' if cfb else ' (no CFB)'} seed {pretrain_seed}: {ckpt['epoch']} "
+                         f"epochs{score} ({path})")
+        except UserFacingError as e:
+            lines.append(f"- {pretext} seed {pretrain_seed}: unreadable ({e})")
+    return "\n".join(lines) + "\n"
