@@ -113,11 +113,12 @@ def test_context_from_torchrun_environment():
 def test_two_processes_train_what_one_process_trains(project, tmp_path, one_thread, optimizer, launcher):
     """Global batch 4 on 1 process vs 2 x 2 on 2 gloo processes, 2 epochs x 2 steps.
 
-    SGD: equal up to float reduction order (atol 1e-6; measured 1.5e-8 to 3e-8). AdamW's first steps move
-    every weight by about +-lr * sign(gradient), so elements whose gradient is zero (conv biases right before
-    an InstanceNorm) or cancels between samples follow the sign of rounding noise: the same happens between
-    1 and 2 threads of one process. Two runs can then drift apart by up to 2 * lr * steps; the per-epoch
-    losses (same data, same gradients) must agree to 1e-5 either way."""
+    SGD: equal up to float reduction order (atol 1e-5: measured 1.5e-8 to 3e-8 on earlier torch builds, 1.56e-6
+    with torch 2.14 via -num_gpus, the same at the commit before this tolerance; accuracies stay identical).
+    AdamW's first steps move every weight by about +-lr * sign(gradient), so elements whose gradient is zero
+    (conv biases right before an InstanceNorm) or cancels between samples follow the sign of rounding noise:
+    the same happens between 1 and 2 threads of one process. Two runs can then drift apart by up to
+    2 * lr * steps; the per-epoch losses (same data, same gradients) must agree to 1e-5 either way."""
     one = SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
                          PretrainSettings(epochs=EPOCHS, iters_per_epoch=ITERS, batch_size=BATCH, audit_samples=0,
                                           probe_samples=0, optimizer=optimizer), results_root=tmp_path / "one",
@@ -135,7 +136,7 @@ def test_two_processes_train_what_one_process_trains(project, tmp_path, one_thre
                _max_abs_diff(a["head_weights"], b["head_weights"]))
     print(f"{optimizer} via {launcher}: max abs weight difference 1 vs 2 processes = {diff:.3g}")
     if optimizer == "sgd":
-        assert diff <= 1e-6
+        assert diff <= 1e-5
         assert b["logging"]["train_acc"] == a["logging"]["train_acc"]
         assert b["logging"]["eval_acc"] == a["logging"]["eval_acc"]
     else:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 import nnunet_slem.trainers as package_trainers
+from nnunet_slem.experiments.workflow import console_script
 from nnunet_slem.paths import trainer_dir
 
 README_LINE = "export nnUNet_extTrainer=$(nnunet-slem trainer-dir)${nnUNet_extTrainer:+:$nnUNet_extTrainer}"
@@ -36,9 +38,7 @@ def _after_readme_line(before: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
     if before is not None:
         env["nnUNet_extTrainer"] = before
-    cli = shutil.which("nnunet-slem")
-    if cli is None:
-        pytest.skip("nnunet-slem is not on PATH")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this interpreter's scripts
     out = subprocess.run(["bash", "-c", f'{README_LINE}; printf %s "$nnUNet_extTrainer"'], env=env,
                          capture_output=True, encoding="utf-8", check=True)
     return out.stdout
@@ -47,7 +47,7 @@ def _after_readme_line(before: str | None) -> str:
 def test_readme_line_appends_the_users_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert README_LINE in (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     user = _user_trainer_folder(tmp_path)
-    ours = subprocess.run([shutil.which("nnunet-slem") or "nnunet-slem", "trainer-dir"], capture_output=True,
+    ours = subprocess.run([console_script("nnunet-slem"), "trainer-dir"], capture_output=True,
                           encoding="utf-8", check=True).stdout.strip()
     assert _after_readme_line(None) == ours  # unset: our folder alone, no empty entry
     value = _after_readme_line(str(user))

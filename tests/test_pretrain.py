@@ -55,7 +55,7 @@ def test_resume_continues_exactly_where_it_stopped(project, tmp_path):
                    preprocessed_root=project.env["nnUNet_preprocessed"]).run(stop_after=1)
     folder_b = tmp_path / "b" / project.dataset_name / f"SLeMPretrain__{project.plans}__{project.configuration}"
     assert (folder_b / "checkpoint_latest.pth").is_file() and not (folder_b / "checkpoint_final.pth").exists()
-    with pytest.raises(UserFacingError, match="--resume"):
+    with pytest.raises(UserFacingError, match="--c to continue"):
         SLeMPretrainer(project.dataset_id, project.configuration, project.plans, "cpu",
                        PretrainSettings(epochs=2, **TINY), results_root=tmp_path / "b",
                        preprocessed_root=project.env["nnUNet_preprocessed"]).run()
