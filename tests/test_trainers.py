@@ -342,26 +342,45 @@ def test_trainer_for_checkpoint_sees_the_variants_when_only_slem_trainer_is_impo
     assert done.stdout.split() == ["SLeMTrainer_noCFB_fromMAE", "SLeMTrainer_noCFB"]
 
 
-def _first_batches(project, monkeypatch, name: str, seed: str, n: int = 3) -> list[torch.Tensor]:
-    monkeypatch.setenv("SLEM_SEED", seed)
-    monkeypatch.setenv("nnUNet_n_proc_DA", "2")
-    trainer = make_trainer(project, name)
-    trainer.initialize()
-    train, val = trainer.get_dataloaders()
-    try:
-        assert type(train).__name__ == "MultiThreadedAugmenter"  # nnU-Net's non-deterministic one is replaced
-        return [torch.as_tensor(next(train)["data"]).clone() for _ in range(n)]
-    finally:
-        for loader in (train, val):
-            loader._finish()
+_FIRST_BATCHES = """
+import json, sys
+import torch
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+name, plans_file, dataset_json_file, configuration, out = sys.argv[1:]
+plans = json.load(open(plans_file))
+plans["continue_training"] = False
+trainer = recursive_find_trainer_class_by_name(name)(plans=plans, configuration=configuration, fold=0,
+                                                     dataset_json=json.load(open(dataset_json_file)),
+                                                     device=torch.device("cpu"))
+trainer.initialize()
+train, val = trainer.get_dataloaders()
+assert type(train).__name__ == "MultiThreadedAugmenter", type(train)  # nnU-Net's non-deterministic one replaced
+torch.save([torch.as_tensor(next(train)["data"]).clone() for _ in range(3)], out)
+for loader in (train, val):
+    loader._finish()
+"""
 
 
-def test_augmentation_workers_are_seeded_by_slem_seed(nnunet_paths, monkeypatch):
+def _first_batches(project, name: str, seed: str, out: Path) -> list[torch.Tensor]:
+    """The first 3 training batches of a trainer with 2 augmentation workers, in a fresh interpreter (forking
+    workers from a test process that already ran many torch tests is not what nnU-Net does), with a timeout."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **project.env, "SLEM_SEED": seed, "nnUNet_n_proc_DA": "2"}
+    subprocess.run([sys.executable, "-c", _FIRST_BATCHES, name, str(project.preprocessed / f"{project.plans}.json"),
+                    str(project.preprocessed / "dataset.json"), project.configuration, str(out)],
+                   env=env, check=True, timeout=600, capture_output=True)
+    return torch.load(out)
+
+
+def test_augmentation_workers_are_seeded_by_slem_seed(nnunet_paths, tmp_path):
     """With 2 augmentation workers, two arms at one SLEM_SEED get identical first batches (patches and
     augmentation), and another seed gets different ones; workers differ from each other within a run."""
-    scratch = _first_batches(nnunet_paths, monkeypatch, "SLeMTrainer_noCFB_noPretrain", "3")
-    slem = _first_batches(nnunet_paths, monkeypatch, "SLeMTrainer_smoke", "3")
-    other = _first_batches(nnunet_paths, monkeypatch, "SLeMTrainer_smoke", "4")
+    scratch = _first_batches(nnunet_paths, "SLeMTrainer_noCFB_noPretrain", "3", tmp_path / "a.pt")
+    slem = _first_batches(nnunet_paths, "SLeMTrainer_smoke", "3", tmp_path / "b.pt")
+    other = _first_batches(nnunet_paths, "SLeMTrainer_smoke", "4", tmp_path / "c.pt")
     assert all(torch.equal(a, b) for a, b in zip(scratch, slem))
     assert not any(torch.equal(a, b) for a, b in zip(slem, other))
     assert not torch.equal(slem[0], slem[1])  # worker 0 and worker 1 draw differently

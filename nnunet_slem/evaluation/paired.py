@@ -25,8 +25,9 @@ excludes 0 after the correction for multiplicity (the ``established`` property /
   test set over the fine-tuning randomness (labelled subset, initialisation, batches, pretraining seed).
 * **95 % CI**: the paired t-interval over the seed-level differences, mean ± t(0.975, n − 1) · sd / √n.
   Its false-positive rate is nominal at small n (tests/test_paired.py simulates null data shaped like the
-  benchmark's: 6 seeds, 20 cases, seed and case effects). A percentile bootstrap over 6 seeds is not: it
-  excluded 0 in 8-15 % of null simulations, which is why it was replaced.
+  benchmark's: 6 seeds, 20 cases, seed and case effects). A percentile bootstrap over 6 seeds is not: the
+  bootstrap spread of a mean of n values is sqrt((n - 1) / n) of its standard error, and its quantiles are normal
+  ones where a mean of 6 needs t with 5 degrees of freedom (2.57 instead of 1.96), which is why it was replaced.
 * **p value** (``p_value``): the two-sided paired t-test over the same seed-level differences, so
   ``p_value < 0.05`` exactly when the CI excludes 0. ``p_wilcoxon`` (Wilcoxon signed-rank, exact for small n;
   its smallest possible value with n seeds is 2 / 2^n) is reported beside it for readers who expect it.

@@ -68,9 +68,10 @@ def missing_provenance(records: Iterable[dict]) -> dict[str, list[int]]:
 
 
 def pretraining_count(records: Iterable[dict], method: str) -> tuple[int, int]:
-    """(distinct pretraining checkpoints, by sha256 where recorded, else by pretraining seed; seeds) behind the
-    runs of ``method``: an interval over 12 seeds backed by 3 pretrainings covers pretraining variation only as
-    far as 3 draws can."""
+    """(distinct pretrainings, runs) behind ``method``: an interval over 12 seeds backed by 3 pretrainings covers
+    pretraining variation only as far as 3 draws can. A pretraining is its checkpoint's sha256 where the record
+    has it; a record without one counts its pretraining seed. A seed rerun with another torch build is another
+    pretraining (it need not reproduce bit for bit), so records of both kinds count apart."""
     runs = [r for r in records if r["method"] == method]
     identities = {(r.get("pretrained_from") or {}).get("sha256") or f"seed {r.get('pretrain_seed')}" for r in runs}
     return len(identities), len(runs)
