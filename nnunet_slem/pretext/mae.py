@@ -65,7 +65,7 @@ from nnunet_slem.pretext.assignments import PretextConfigError
 from nnunet_slem.pretext.base import StoredConfig
 from nnunet_slem.pretext.checks import check_image_batch, check_state_version
 
-__all__ = ["MAEConfig", "MAEPretext", "cube_grid", "cube_index"]
+__all__ = ["MAEConfig", "MAEPretext", "cube_grid", "cube_index", "masked_r2"]
 
 STATE_FORMAT_VERSION = 1
 _EPS = 1e-6
@@ -110,6 +110,20 @@ class MAEConfig(StoredConfig):
                 "--pretext-option per_modality_masks=true."
             )
 
+
+
+def masked_r2(output: Tensor, images: Tensor, masks: Tensor) -> tuple[Tensor, int]:
+    """``(sum of the samples' R2 over their masked voxels, samples counted)`` for ``(N, C, *S)`` float tensors
+    (``masks`` 0/1): per sample ``1 - SSE / SST`` with channels pooled and SST about each channel's mean over its
+    masked voxels; samples whose masked voxels are constant in every channel have no meaningful R2 and are left
+    out of the count. Shared by the dense reconstruction pretexts (MAE, reconstructive SLeM)."""
+    dims = tuple(range(2, images.ndim))
+    means = (images * masks).sum(dim=dims, keepdim=True) / masks.sum(dim=dims, keepdim=True).clamp_min(1.0)
+    sse = ((output - images) ** 2 * masks).flatten(1).sum(1)
+    sst = ((images - means) ** 2 * masks).flatten(1).sum(1)
+    valid = sst > _EPS * masks.flatten(1).sum(1).clamp_min(1.0)
+    r2 = 1.0 - sse / sst.clamp_min(_EPS)
+    return torch.where(valid, r2, torch.zeros_like(r2)).sum(), int(valid.sum())
 
 
 def cube_grid(patch_size: Sequence[int], cube: int, min_cubes_per_axis: int) -> tuple[int, ...]:
@@ -230,15 +244,7 @@ class MAEPretext:
         channel's mean over its masked voxels. Samples whose masked voxels are constant in every channel (all
         background) have no meaningful R2 and are left out of the count."""
         with torch.no_grad():
-            output, images, masks = self._split(output.detach(), targets)
-            dims = tuple(range(2, images.ndim))
-            counts = masks.sum(dim=dims, keepdim=True)
-            means = (images * masks).sum(dim=dims, keepdim=True) / counts.clamp_min(1.0)
-            sse = ((output - images) ** 2 * masks).flatten(1).sum(1)
-            sst = ((images - means) ** 2 * masks).flatten(1).sum(1)
-            valid = sst > _EPS * masks.flatten(1).sum(1).clamp_min(1.0)
-            r2 = 1.0 - sse / sst.clamp_min(_EPS)
-            return torch.where(valid, r2, torch.zeros_like(r2)).sum(), int(valid.sum())
+            return masked_r2(*self._split(output.detach(), targets))
 
     # ---------------------------------------------------------------------------------------- persistence
     def state_dict(self) -> dict:

@@ -54,12 +54,12 @@ from torch import Tensor, nn
 from nnunet_slem.pretext.assignments import PretextConfigError
 from nnunet_slem.pretext.base import StoredConfig
 from nnunet_slem.pretext.checks import check_image_batch, check_state_version
+from nnunet_slem.pretext.mae import masked_r2
 from nnunet_slem.pretext.slem import SLeMPretext, SLeMPretextConfig, default_grid
 
 __all__ = ["SLeMReconConfig", "SLeMReconPretext"]
 
 STATE_FORMAT_VERSION = 1
-_EPS = 1e-6
 
 
 @dataclass
@@ -204,14 +204,7 @@ class SLeMReconPretext:
         """``(sum of the samples' R2 on masked foreground block-channels, samples with such voxels that vary)``."""
         with torch.no_grad():
             recon, _, images, hidden, foreground, _ = self._split(output.detach(), targets)
-            masks = hidden * foreground
-            dims = tuple(range(2, images.ndim))
-            means = (images * masks).sum(dim=dims, keepdim=True) / masks.sum(dim=dims, keepdim=True).clamp_min(1.0)
-            sse = ((recon - images) ** 2 * masks).flatten(1).sum(1)
-            sst = ((images - means) ** 2 * masks).flatten(1).sum(1)
-            valid = sst > _EPS * masks.flatten(1).sum(1).clamp_min(1.0)
-            r2 = 1.0 - sse / sst.clamp_min(_EPS)
-            return torch.where(valid, r2, torch.zeros_like(r2)).sum(), int(valid.sum())
+            return masked_r2(recon, images, hidden * foreground)
 
     # --------------------------------------------------------------------------------------- persistence
     def state_dict(self) -> dict:

@@ -173,6 +173,11 @@ class ImageSource:
             raise UserFacingError(self._unreadable(index, e)) from e
         return data, properties if isinstance(properties, dict) else None
 
+    def _non_finite(self, index: int, where: str) -> str:
+        return (f"Preprocessed case {self.case_file(index)} contains NaN or Inf values ({where}). Fix the raw images "
+                f"of this case (e.g. replace NaN/Inf with a background value) and preprocess again with "
+                f"`{self.repair_hint}`, or remove the case.")
+
     def _check_values(self, index: int, image) -> None:
         """Finite, at most :data:`MAX_ABS_VALUE` in size, not every channel constant (e.g. all zeros)."""
         constant = 0
@@ -182,11 +187,8 @@ class ImageSource:
             except Exception as e:
                 raise UserFacingError(self._unreadable(index, e)) from e
             if not np.isfinite(values).all():
-                raise UserFacingError(
-                    f"Preprocessed case {self.case_file(index)} contains NaN or Inf values (channel {channel}, "
-                    "found when checking every case at the start). Fix the raw images of this case (e.g. replace "
-                    f"NaN/Inf with a background value) and preprocess again with `{self.repair_hint}`, or remove "
-                    "the case.")
+                raise UserFacingError(self._non_finite(index, f"channel {channel}, found when checking every case "
+                                                          "at the start"))
             largest = float(np.abs(values).max()) if values.size else 0.0
             if largest > MAX_ABS_VALUE:
                 raise UserFacingError(
@@ -216,11 +218,7 @@ class ImageSource:
         except Exception as e:
             raise UserFacingError(self._unreadable(index, e)) from e
         if not np.isfinite(patch).all():
-            raise UserFacingError(
-                f"Preprocessed case {self.case_file(index)} contains NaN or Inf values (found in a sampled "
-                "patch). Fix the raw images of this case (e.g. replace NaN/Inf with a background value) and "
-                f"preprocess again with `{self.repair_hint}`, or remove the case."
-            )
+            raise UserFacingError(self._non_finite(index, "found in a sampled patch"))
         if self.extra is not None:
             patch = np.concatenate([patch, crop(self.extra.load(self, index)[None], window, patch_size)])
         return patch
