@@ -93,6 +93,7 @@ class SLeMPretrainer:
         self.configuration = configuration
         self.unlabeled_dir = unlabeled_dir
         self.unlabeled_processes = unlabeled_processes
+        self.pool = None  # the --unlabeled pool's identity, once _image_source has checked it
         self.num_channels = len(self.data.dataset_json["channel_names"])
         self.patch_size = [int(p) for p in self.configuration_manager.patch_size]
         self.batch_size = self.settings.batch_size or int(self.configuration_manager.batch_size)  # global
@@ -185,8 +186,7 @@ class SLeMPretrainer:
         source = self._image_source()
         meta = self.metadata(model.network)
         meta["num_images"] = len(source)
-        meta["unlabeled_pool"] = (pool_identity(self.unlabeled_dir, self.data.dataset_json).to_dict()
-                                  if self.unlabeled_dir is not None else None)
+        meta["unlabeled_pool"] = self.pool.to_dict() if self.pool is not None else None
         meta["trained_prefixes"] = trained_prefixes(model)
         if self.dist.is_main:
             self.run_folder.prepare(self.start_epoch, self._config_file(meta))
@@ -240,7 +240,7 @@ class SLeMPretrainer:
         Unlabeled images and extra inputs are prepared by rank 0 alone; the other ranks then read its caches."""
         unlabeled = None
         if self.unlabeled_dir is not None:
-            identity = pool_identity(self.unlabeled_dir, self.data.dataset_json)  # checked: one-line errors
+            self.pool = identity = pool_identity(self.unlabeled_dir, self.data.dataset_json)  # checked: one-line errors
             if self.dist.is_main:
                 preprocess_pool(self.unlabeled_dir, self.data.preprocessed_base, self.plans_manager,
                                 self.configuration_manager, self.data.dataset_json, self.unlabeled_processes)
