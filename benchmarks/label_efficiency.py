@@ -27,9 +27,21 @@ into ``<out>/records/<comparison>/`` first, which the repository keeps, and repo
 depend on the benchmark folder surviving, and arms run later pair with the stored ones (in a fresh folder, after
 ``prepare``, run only the new arm: ``run --methods slem_mdrop``; its seeds pair with the stored scratch runs of the
 same K). It merges every
-comparison into one ``paired.csv``/``summary.md``, a forest plot, and
-``convergence.png``: the scratch arm's validation pseudo-Dice per epoch, which shows whether the fine-tuning
-schedule was long enough for scratch to converge.
+comparison into one ``paired.csv``/``summary.md``, a forest plot, ``dice_vs_steps.png`` (test Dice against the
+fine-tuning budgets ``K4_e10``/``K4_e20``/``K4_e60``), and ``convergence.png``: every arm's validation
+pseudo-Dice per epoch, which shows whether the fine-tuning schedule was long enough to converge.
+
+The pretraining-at-scale sweep adds its arms to ``K4_e60`` (each pairs with the stored scratch runs of the same
+seeds); ``report`` then writes ``scaling.png`` and its table (Δ against pretraining samples and images, with each
+pretraining's wall time and samples/s). Each line below stays within about 90 minutes on 2 CPU cores with
+``--seeds 3``; run it twice with ``--first-seed 0`` and ``--first-seed 3`` for 6 seeds::
+
+    python benchmarks/label_efficiency.py prepare --root /tmp/bench --unlabeled-cases 384
+    python benchmarks/label_efficiency.py run --root /tmp/bench --methods slem_pool --unlabeled --seeds 3
+    python benchmarks/label_efficiency.py run --root /tmp/bench --methods slem_x8 --seeds 3
+    python benchmarks/label_efficiency.py run --root /tmp/bench --methods slem_x8_pool --unlabeled --seeds 3
+    python benchmarks/label_efficiency.py run --root /tmp/bench --methods mae_x8_pool --unlabeled --seeds 3
+    python benchmarks/label_efficiency.py run --root /tmp/bench --methods slem_recon_x8_pool --unlabeled --seeds 3
 """
 
 from __future__ import annotations
@@ -244,7 +256,8 @@ def report(args: argparse.Namespace) -> None:
     reported with its ``n_seeds`` so far), ``slem`` minus every other arm, all in one ``paired.csv`` with the
     pre-named endpoints marked (``primary``) and Holm's correction (``p_holm``: the endpoints as one family, every
     other row as the other); mean ± std tables, the forest plot of the mean over regions, Dice against fine-tuning
-    steps (``dice_vs_steps.png``) and every arm's validation curves (``convergence.png``)."""
+    steps (``dice_vs_steps.png``), the pretraining-at-scale arms against pretraining samples (``scaling.png`` and
+    its table) and every arm's validation curves (``convergence.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,8 +282,11 @@ def report(args: argparse.Namespace) -> None:
         plot_dice_vs_steps,
         pretraining_count,
         primary_positions,
+        resumed_runs,
     )
     from nnunet_slem.experiments.methods import ALL_METHODS
+    from nnunet_slem.experiments.run_records import pretraining_facts
+    from nnunet_slem.experiments.scaling import plot_scaling, scale_points, scaling_markdown
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -314,10 +330,20 @@ def report(args: argparse.Namespace) -> None:
                 f"{sum(map(len, missing.values()))} ("
                 + "; ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in missing.items()) + ").\n\n"
                 if missing else "")
+        resumed = resumed_runs(records)
+        note += ("Runs resumed after an interruption (paired up to the resume point only): "
+                 + "; ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in resumed.items()) + ".\n\n"
+                 if resumed else "")
         sections.append(table + "\n" + note + paired_markdown(diffs, collapsed_runs(cases, regions)) + "\n"
                         + _contrast_markdown(contrasts))
         plot_paired(diffs, out / f"{name}__paired.png", f"{name}: method − scratch, test split")
     plot_paired(forest, out / "paired_mean.png", "label-efficiency benchmark: mean Dice of WT/TC/ET, method − scratch")
+    scale = PRIMARY_ENDPOINTS[0].comparison  # the sweep is judged where the primary endpoint is
+    if scale in parts:
+        points = scale_points(parts[scale][0], by_comparison[scale][:parts[scale][3]], pretraining_facts)
+        if any(p.method != "slem" for p in points):
+            plot_scaling(points, out / "scaling.png", f"{scale}: pretraining at scale, arm − scratch")
+            sections.append(scaling_markdown(points, scale))
     points = _budget_points(comparisons, "4")
     if len({p.steps for p in points}) >= 2:
         plot_dice_vs_steps(points, "scratch", out / "dice_vs_steps.png",
@@ -344,7 +370,8 @@ def report(args: argparse.Namespace) -> None:
     plt.close(fig)
     (out / "summary.md").write_text("\n".join(sections), encoding="utf-8")
     print("\n".join(sections))
-    print(f"Wrote {out}/paired.csv, summary.md, paired_mean.png, dice_vs_steps.png, convergence.png")
+    print(f"Wrote {out}/paired.csv, summary.md, paired_mean.png, dice_vs_steps.png, scaling.png, convergence.png "
+          "(each figure where its runs exist)")
 
 
 def _endpoints_markdown(by_comparison: dict, comparisons: dict, endpoints, seed_differences, seeds_for_power,

@@ -13,7 +13,8 @@ exactly those the pretraining loop writes (``nnunet_slem.pretrain.run_folder.sav
 - ``metadata``: ``format_version`` (:data:`FORMAT_VERSION`), the nnunet_slem / nnunetv2 / torch versions,
   ``plans_name``, ``configuration``, the fields of :func:`data_metadata` (dataset, channel count and names, patch
   size, spacing, normalisation), ``architecture``, ``cfb_config`` and ``cfb_stage``, ``pretext_name`` and
-  ``pretext`` (its state, e.g. its assignment set), ``settings``, ``num_images``, ``audit``, and
+  ``pretext`` (its state, e.g. its assignment set), ``settings``, ``global_batch_size`` (the batch actually used),
+  ``num_images`` (with ``unlabeled_pool``: the pool's identity, or ``None``), ``audit``, and
   ``trained_prefixes``: the state-dict prefixes of the parts the pretext trained (:func:`pretrained_prefixes`),
   and ``sha256``: the digest of everything else (:func:`save_checkpoint_file`; verified on every load).
 """

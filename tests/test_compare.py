@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nnunet_slem.errors import UserFacingError
-from nnunet_slem.experiments.comparison import CompareSettings
+from nnunet_slem.experiments.comparison import SMOKE_PRETRAIN, CompareSettings
 from nnunet_slem.experiments.comparison_report import aggregate, results_markdown
 from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, parse_methods
 from nnunet_slem.experiments.workflow import nnunet_env
@@ -111,6 +111,11 @@ def test_compare_smoke_writes_one_row_per_method_and_resumes_after_a_kill(reduce
 
     slem_from = records["slem"]["pretrained_from"]
     assert slem_from["pretrain_seed"] == 0 and slem_from["sha256"] == file_sha256(Path(slem_from["path"]))
+    facts = slem_from["pretraining"]  # what the scaling report reads: the pretraining's size and cost
+    assert facts["samples"] == facts["epochs"] * SMOKE_PRETRAIN["iters"] * SMOKE_PRETRAIN["batch"]
+    assert facts["images"] == len(list(next((out / "nnUNet_raw").glob("Dataset991_*")).glob("labelsTr/*.nii.gz")))
+    assert facts["wall_s"] > 0 and facts["samples_per_s"] > 0
+    assert not any(r["resumed"] for r in records.values())
     assert all(r["validation_curve"] and len(r["validation_curve"]) == 1 for r in records.values())
     # nothing is redone on a third call
     again = _compare(out, target)
@@ -343,3 +348,34 @@ def test_compare_smoke_with_the_reconstructive_slem_and_a_pool(reduced_demo, tmp
     assert "SLeMReconPretrain__" in loaded["checkpoint"] and loaded["tensors_per_part"]["decoder"]["loaded"] > 0
     config = next(target.rglob("pool-pool-2cases-*/seed_0/**/SLeMPretrain__*/pretrain_config.json"))
     assert json.loads(config.read_text(encoding="utf-8"))["unlabeled_pool"]["num_cases"] == 2
+    pooled = json.loads((target / "runs" / "seed_0" / "slem_pool.json").read_text(encoding="utf-8"))
+    recon = json.loads((target / "runs" / "seed_0" / "slem_recon.json").read_text(encoding="utf-8"))
+    assert (pooled["pretrained_from"]["pretraining"]["images"]
+            == recon["pretrained_from"]["pretraining"]["images"] + 2)  # the training images and the pool
+
+
+def test_a_fine_tuning_continued_from_its_latest_checkpoint_is_recorded_as_resumed(tmp_path, monkeypatch):
+    """A run continued with --c reseeds at the resume point: its record says ``resumed`` (the report names it);
+    one started afresh (no checkpoint) does not."""
+    from nnunet_slem.experiments import comparison as module
+
+    commands = []
+    monkeypatch.setattr(module, "run_command", lambda args, env, log, echo=False: commands.append(args) or 1.0)
+    comparison = module.Comparison.__new__(module.Comparison)
+    comparison.s = CompareSettings("1", "3d_fullres", 0, methods=["scratch", "cfb"], labeled="2", out=str(tmp_path))
+    comparison.data = type("Data", (), {"dataset_name": "Dataset001_X", "preprocessed_base": str(tmp_path),
+                                        "dataset_json": {"file_ending": ".nii.gz"}})()
+    comparison.dataset_id, comparison.test_set = 1, None
+    comparison.root, comparison.log = tmp_path, tmp_path / "log.txt"
+    comparison.validation_cases = lambda: []
+    comparison.evaluate = lambda predictions, references, fold_dir: {"dice": {}}
+    for name, interrupted in (("scratch", True), ("cfb", False)):
+        method = ALL_METHODS[name]
+        fold = (comparison.finetune_results_root(method, 0) / "Dataset001_X"
+                / f"{method.trainer}__nnUNetPlans__3d_fullres" / "fold_0")
+        fold.mkdir(parents=True)
+        (fold / "labeled_subset.json").write_text(json.dumps({"train": ["a", "b"]}), encoding="utf-8")
+        if interrupted:
+            (fold / "checkpoint_latest.pth").write_bytes(b"")
+        record = comparison.finetune_and_evaluate(method, 0, None)
+        assert ("--c" in commands[-1]) == interrupted and record["resumed"] == interrupted

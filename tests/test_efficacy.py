@@ -18,6 +18,7 @@ from nnunet_slem.experiments.efficacy import (
     plot_dice_vs_steps,
     pretraining_count,
     primary_positions,
+    resumed_runs,
     steps_of,
     steps_to_reach,
 )
@@ -74,6 +75,9 @@ def test_helpers_on_records():
     assert steps_of([*records, _record("scratch", 1, 20, {"WT": 0.8})]) is None
     assert pretraining_count(records, "slem") == (3, 6)
     assert missing_provenance(records) == {"scratch": [0]}
+    assert resumed_runs(records) == {}
+    records[4]["resumed"] = True
+    assert resumed_runs(records) == {"slem": [4]}
 
 
 def test_report_marks_the_endpoints_and_plots_dice_against_steps(tmp_path):
@@ -87,7 +91,8 @@ def test_report_marks_the_endpoints_and_plots_dice_against_steps(tmp_path):
             _write(archive, f"K4_e{epochs}", _record("scratch", seed, epochs, {"WT": scratch + jitter,
                                                                                 "TC": scratch + jitter},
                                                      provenance=not (epochs == 60 and seed < 2)))
-            _write(archive, f"K4_e{epochs}", _record("slem", seed, epochs, {"WT": slem + jitter, "TC": slem + jitter}))
+            slem_record = _record("slem", seed, epochs, {"WT": slem + jitter, "TC": slem + jitter})
+            _write(archive, f"K4_e{epochs}", {**slem_record, "resumed": epochs == 20 and seed == 3})
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "label_efficiency.py"), "report", "--out",
                            str(tmp_path / "out")], capture_output=True, encoding="utf-8", cwd=tmp_path,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"})
@@ -101,6 +106,7 @@ def test_report_marks_the_endpoints_and_plots_dice_against_steps(tmp_path):
     assert summary.startswith("## Pre-named endpoints")
     assert "| final Dice (1500 steps) | slem − scratch, K4_e60 |" in summary
     assert "scratch seeds 0, 1" in summary  # the runs that lack labeled_cases are named
+    assert "resumed after an interruption (paired up to the resume point only): slem seeds 3" in summary
     assert "SLeM reaches scratch's 1500-step test Dice" in summary and "interpolation" in summary
     assert (tmp_path / "out" / "dice_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "out" / "convergence.png").is_file()
@@ -113,3 +119,60 @@ def test_dice_vs_steps_plot(tmp_path):
                                                                              0.02, -0.01, 0.05)]
     plot_dice_vs_steps(points, "scratch", tmp_path / "d.png", "title")
     assert (tmp_path / "d.png").stat().st_size > 2000
+
+
+def _with_pretraining(record: dict, samples: int, images: int, sha: str, wall_s: float | None = 600.0) -> dict:
+    facts = {"samples": samples, "images": images, "epochs": 20, "wall_s": wall_s, "samples_per_s": 25.0}
+    return {**record, "pretrained_from": {"pretrain_seed": 0, "sha256": sha, "pretraining": facts}}
+
+
+def test_scale_points_pair_each_arm_with_its_pretrainings(tmp_path):
+    """One point per scale arm with its paired difference, distinct pretrainings counted by sha256, the facts
+    from the record or (older records) from the checkpoint; arms outside the sweep are left out."""
+    from nnunet_slem.evaluation.paired import paired_differences
+    from nnunet_slem.experiments.comparison_report import case_records
+    from nnunet_slem.experiments.scaling import plot_scaling, scale_points, scaling_markdown
+
+    records = []
+    for seed in range(4):
+        records.append(_record("scratch", seed, 60, {"WT": 0.70}))
+        records.append(_with_pretraining(_record("slem_x8_pool", seed, 60, {"WT": 0.75}), 32000, 408,
+                                         f"x8-{seed % 2}", wall_s=1200.0 + seed))
+        old = _record("slem", seed, 60, {"WT": 0.72})
+        old["pretrained_from"] = {"pretrain_seed": 0, "sha256": "old", "path": str(tmp_path / "ckpt.pth")}
+        records.append(old)
+        records.append(_record("cfb", seed, 60, {"WT": 0.71}))
+    (tmp_path / "ckpt.pth").write_bytes(b"")
+    looked_up = []
+
+    def facts_of(path: Path) -> dict:
+        looked_up.append(path)
+        return {"samples": 4000, "images": 24, "wall_s": 300.0, "samples_per_s": 20.0}
+
+    diffs = paired_differences(case_records(records, "test"), "scratch", ["WT"])
+    points = {p.method: p for p in scale_points(records, diffs, facts_of)}
+    assert set(points) == {"slem", "slem_x8_pool"}
+    x8 = points["slem_x8_pool"]
+    assert (x8.samples, x8.images, x8.pretrainings, x8.n_seeds, x8.pool) == (32000, 408, 2, 4, True)
+    assert x8.wall_s == pytest.approx(1200.5)  # seeds 0 and 1 first name the two pretrainings
+    assert x8.diff == pytest.approx(0.05, abs=0.02)
+    assert (points["slem"].samples, points["slem"].pretrainings) == (4000, 1) and len(looked_up) == 1
+    table = scaling_markdown(list(points.values()), "K4_e60")
+    assert "| slem_x8_pool | slem | 32,000 | 408 | 2 | 4 |" in table and "20.0 min" in table
+    plot_scaling(list(points.values()), tmp_path / "scaling.png", "t")
+    assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_writes_the_scaling_table_when_a_scale_arm_ran(tmp_path):
+    archive = tmp_path / "out" / "records"
+    for seed in range(3):
+        _write(archive, "K4_e60", _record("scratch", seed, 60, {"WT": 0.70}))
+        _write(archive, "K4_e60", _with_pretraining(_record("slem", seed, 60, {"WT": 0.72}), 4000, 24, "a"))
+        _write(archive, "K4_e60", _with_pretraining(_record("slem_x8", seed, 60, {"WT": 0.74}), 32000, 24, "b"))
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "label_efficiency.py"), "report", "--out",
+                           str(tmp_path / "out")], capture_output=True, encoding="utf-8", cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+    assert "## Pretraining at scale (K4_e60)" in summary and "| slem_x8 | slem | 32,000 | 24 |" in summary
+    assert (tmp_path / "out" / "scaling.png").is_file()

@@ -55,6 +55,8 @@ from nnunet_slem.trainers.labeled_subset import check_seed_count
 RECORD_VERSION = 2
 
 
+#: written into a fine-tuning's fold folder when it continues from ``checkpoint_latest.pth`` (``--c``)
+RESUMED_MARKER = "slem_resumed"
 SMOKE_PRETRAIN = {"epochs": 1, "iters": 2, "batch": 2}
 SMOKE_SCHEDULE = {"epochs": 1, "iters": 2, "val_iters": 1}
 
@@ -365,6 +367,7 @@ class Comparison:
             args += [] if summary.is_file() else ["--val"]  # trained; only the final validation is missing
         elif (fold_dir / "checkpoint_latest.pth").is_file():
             args.append("--c")
+            (fold_dir / RESUMED_MARKER).touch()  # the record says so: see "resumed" below
         if not summary.is_file():
             self._say(f"[{method.name} seed {seed}] nnUNetv2_train -tr {method.trainer}")
             seconds = run_command(args, self.env(results_root, extra), self.log, echo=True)
@@ -385,6 +388,9 @@ class Comparison:
                "labeled_cases": sorted(subset["train"]) if subset else self.training_cases(),
                "pretrained_from": checkpoint_identity(checkpoint, pretrain_seed) if checkpoint else None,
                "validation_curve": validation_curve(fold_dir),
+               # a resumed run reseeds at the resume point, so its batches after it are not the ones its paired
+               # runs saw (the report names such runs); a run restarted without a checkpoint is not resumed
+               "resumed": (fold_dir / RESUMED_MARKER).is_file(),
                "train_seconds": seconds, "schedule": self.schedule, "splits": splits}
         write_json_atomic(record, row)
         return row

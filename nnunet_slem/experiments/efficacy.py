@@ -67,6 +67,16 @@ def missing_provenance(records: Iterable[dict]) -> dict[str, list[int]]:
     return {method: sorted(seeds) for method, seeds in out.items()}
 
 
+def resumed_runs(records: Iterable[dict]) -> dict[str, list[int]]:
+    """method -> seeds of every run resumed after an interruption (``resumed`` in its record): the labelled subset
+    and the initialisation are paired, the batches after the resume point are not."""
+    out: dict[str, list[int]] = {}
+    for r in records:
+        if r.get("resumed"):
+            out.setdefault(r["method"], []).append(r["seed"])
+    return {method: sorted(seeds) for method, seeds in out.items()}
+
+
 def pretraining_count(records: Iterable[dict], method: str) -> tuple[int, int]:
     """(distinct pretrainings, runs) behind ``method``: an interval over 12 seeds backed by 3 pretrainings covers
     pretraining variation only as far as 3 draws can. A pretraining is its checkpoint's sha256 where the record

@@ -24,8 +24,30 @@ def file_sha256(path: Path) -> str:
 
 def checkpoint_identity(checkpoint: Path, pretrain_seed: int | None) -> dict:
     """Which pretraining a run started from: its seed, file and sha256 (two runs sharing a sha256 share the
-    pretraining, so the seeds behind an interval can be counted)."""
-    return {"pretrain_seed": pretrain_seed, "path": str(checkpoint), "sha256": file_sha256(checkpoint)}
+    pretraining, so the seeds behind an interval can be counted), and its size and speed
+    (:func:`pretraining_facts`), so the scaling report needs no pretraining folder."""
+    return {"pretrain_seed": pretrain_seed, "path": str(checkpoint), "sha256": file_sha256(checkpoint),
+            "pretraining": pretraining_facts(checkpoint)}
+
+
+def pretraining_facts(checkpoint: Path) -> dict | None:
+    """What a pretraining cost and saw: ``samples`` (crops: epochs x iterations x batch, over all processes),
+    ``images`` (training images plus the unlabelled pool), ``wall_s`` (the epochs' summed times: no preprocessing,
+    audit or probes) and ``samples_per_s`` (median over epochs, so one epoch slowed by another process on the
+    machine does not set the figure). ``None`` for a checkpoint that cannot be read."""
+    import numpy as np
+
+    try:
+        ckpt = load_checkpoint(checkpoint)
+    except (UserFacingError, OSError):
+        return None
+    meta, log = ckpt["metadata"], ckpt["logging"]
+    settings = meta["settings"]
+    batch = meta.get("global_batch_size") or settings.get("batch_size")  # older checkpoints: the setting only
+    return {"samples": int(settings["epochs"] * settings["iters_per_epoch"] * batch) if batch else None,
+            "images": meta.get("num_images"), "epochs": int(ckpt["epoch"]),
+            "wall_s": float(np.sum(log["epoch_time_s"])) if log.get("epoch_time_s") else None,
+            "samples_per_s": float(np.median(log["samples_per_s"])) if log.get("samples_per_s") else None}
 
 
 def validation_curve(fold_dir: Path) -> list[float] | None:

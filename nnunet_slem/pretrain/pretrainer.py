@@ -163,6 +163,7 @@ class SLeMPretrainer:
             "pretext_name": self.pretext.name,
             "pretext": self.pretext.state_dict(),
             "settings": asdict(self.settings),
+            "global_batch_size": self.batch_size,  # the settings' None resolved (the plans' batch size)
             "num_images": None,
         }
 

@@ -1,0 +1,146 @@
+"""Pretraining at scale (docs/method.md §5): each pretraining arm's paired gain over scratch against what its
+pretraining saw (samples, images) and what it cost (wall time, samples/s).
+
+The sweep's arms (:data:`nnunet_slem.experiments.methods.SCALE_METHODS`, with ``slem`` as the stored 4k-sample,
+training-images-only point) fine-tune like ``slem`` in one comparison, so every point is a paired difference to
+the same scratch runs. A run record carries its pretraining's size and speed
+(``pretrained_from["pretraining"]``, :func:`nnunet_slem.experiments.run_records.pretraining_facts`); a record
+written before records carried them is looked up in its checkpoint when that file still exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_slem.atomic import save_figure_atomic
+from nnunet_slem.experiments.methods import SCALE_METHODS
+
+#: the arms of the scaling report, in the order of the table: the stored point first, then the sweep and the
+#: other pretexts at the comparison's own scale
+SCALE_ARMS: tuple[str, ...] = ("slem", *SCALE_METHODS, "mae", "slem_recon")
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    """One pretraining arm: its paired difference to scratch (mean of regions) and its pretrainings' size and
+    speed (medians over the distinct pretrainings behind the arm's runs)."""
+
+    method: str
+    pretext: str
+    pool: bool
+    samples: int | None
+    images: int | None
+    pretrainings: int
+    n_seeds: int
+    diff: float
+    low: float
+    high: float
+    p_holm: float
+    wall_s: float | None
+    samples_per_s: float | None
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.median(kept)) if kept else None
+
+
+def arm_pretrainings(records: Iterable[dict], method: str,
+                     facts_of: Callable[[Path], dict | None]) -> dict[str, dict | None]:
+    """sha256 (or the recorded pretraining seed) -> the facts of each distinct pretraining behind ``method``'s
+    runs: from the record, else from ``facts_of(checkpoint)`` where the checkpoint still exists, else ``None``."""
+    out: dict[str, dict | None] = {}
+    for r in records:
+        if r["method"] != method:
+            continue
+        source = r.get("pretrained_from") or {}
+        key = source.get("sha256") or f"seed {r.get('pretrain_seed')}"
+        if out.get(key) is not None:
+            continue
+        facts = source.get("pretraining")
+        if facts is None and source.get("path") and Path(source["path"]).is_file():
+            facts = facts_of(Path(source["path"]))
+        out[key] = facts
+    return out
+
+
+def scale_points(records: Sequence[dict], diffs: Sequence, facts_of: Callable[[Path], dict | None]) -> list[ScalePoint]:
+    """The :data:`SCALE_ARMS` present in ``records`` with a paired difference to scratch on the mean of regions in
+    ``diffs`` (:class:`~nnunet_slem.evaluation.paired.PairedDifference`, Holm-adjusted)."""
+    from nnunet_slem.experiments.methods import ALL_METHODS
+
+    by_method = {d.method: d for d in diffs if d.reference == "scratch" and d.region == "mean"}
+    points = []
+    for method in SCALE_ARMS:
+        d = by_method.get(method)
+        if d is None:
+            continue
+        pretrainings = arm_pretrainings(records, method, facts_of)
+        facts = [f for f in pretrainings.values() if f]
+        samples = {f.get("samples") for f in facts} - {None}
+        images = {f.get("images") for f in facts} - {None}
+        arm = ALL_METHODS[method]
+        points.append(ScalePoint(method, arm.pretext or "", arm.pool, samples.pop() if len(samples) == 1 else None,
+                                 images.pop() if len(images) == 1 else None, len(pretrainings), d.n_seeds,
+                                 d.mean_diff, d.ci_low, d.ci_high, d.p_holm,
+                                 _median(f.get("wall_s") for f in facts),
+                                 _median(f.get("samples_per_s") for f in facts)))
+    return points
+
+
+def scaling_markdown(points: Sequence[ScalePoint], comparison: str) -> str:
+    """The scaling table: Δ against scratch with its paired CI, and each arm's pretraining size and cost."""
+    def number(v, fmt):
+        return "?" if v is None else format(v, fmt)
+
+    lines = [f"## Pretraining at scale ({comparison})", "",
+             "Δ = arm − scratch in Dice points, mean of WT/TC/ET on the held-out test cases, paired t-interval over "
+             "seeds; p Holm-adjusted with every exploratory row of paired.csv. Samples: pretraining crops (epochs x "
+             "iterations x batch); images: training images plus the unlabelled pool; wall time: the median "
+             "pretraining's summed epoch times (no preprocessing, audit or probes); samples/s: the median epoch's.",
+             "", "| arm | pretext | samples | images | pretrainings | seeds | Δ [95% CI] | p (Holm) | wall time | "
+             "samples/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        wall = "?" if p.wall_s is None else f"{p.wall_s / 60:.1f} min"
+        lines.append(f"| {p.method} | {p.pretext} | {number(p.samples, ',d')} | {number(p.images, 'd')} | "
+                     f"{p.pretrainings} | {p.n_seeds} | {100 * p.diff:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}]"
+                     f" | {p.p_holm:.3g} | {wall} | {number(p.samples_per_s, '.1f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_scaling(points: Sequence[ScalePoint], path: Path, title: str = "") -> None:
+    """Δ against scratch (paired 95 % CI) over pretraining samples (log scale); colour: pretext, filled marker:
+    with the unlabelled pool."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    try:
+        pretexts = list(dict.fromkeys(p.pretext for p in points))
+        shown = [p for p in points if p.samples]
+        for k, p in enumerate(shown):
+            colour = f"C{pretexts.index(p.pretext) % 10}"
+            x = p.samples * (1 + 0.04 * (k % 3 - 1))  # dodge arms at one scale
+            ax.errorbar([x], [100 * p.diff], yerr=[[100 * (p.diff - p.low)], [100 * (p.high - p.diff)]],
+                        marker="s" if p.pool else "o", mfc=colour if p.pool else "white", color=colour, capsize=3)
+            ax.annotate(f"{p.method} ({p.images or '?'} img, {p.n_seeds} seeds)", (x, 100 * p.diff), fontsize=7,
+                        xytext=(5, 4), textcoords="offset points")
+        ax.axhline(0.0, color="grey", lw=1, ls="--")
+        ax.set_xscale("log")
+        ticks = sorted({p.samples for p in shown})
+        ax.set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("pretraining samples (crops); filled square: with the unlabelled pool")
+        ax.set_ylabel("Δ Dice vs scratch (points, paired 95% CI)")
+        if title:
+            ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        save_figure_atomic(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
