@@ -340,7 +340,7 @@ def report(args: argparse.Namespace) -> None:
     plot_paired(forest, out / "paired_mean.png", "label-efficiency benchmark: mean Dice of WT/TC/ET, method − scratch")
     scale = PRIMARY_ENDPOINTS[0].comparison  # the sweep is judged where the primary endpoint is
     if scale in parts:
-        points = scale_points(parts[scale][0], by_comparison[scale][:parts[scale][3]], pretraining_facts)
+        points = scale_points(parts[scale][0], pretraining_facts)
         if any(p.method != "slem" for p in points):
             plot_scaling(points, out / "scaling.png", f"{scale}: pretraining at scale, arm − scratch")
             sections.append(scaling_markdown(points, scale))

@@ -324,6 +324,42 @@ def test_pool_and_scale_arms_pretrain_on_the_pool_into_folders_named_by_it(tmp_p
     assert all("pool-imagesUnlabeled-2cases-" in r for r in roots)
     assert "pool-" in finetuned["slem_x8_pool"] and "_x_8" in finetuned["slem_x8_pool"]
     assert "pool-" not in finetuned["slem_x8"] and "pretrain_variants" not in finetuned["slem"]
+    # what a finished checkpoint in those folders is checked against before it is reused
+    assert comparison._requested_pretraining(ALL_METHODS["slem_x8_pool"].pretraining[2])["epochs"] == 160
+    assert comparison._requested_pretraining(ALL_METHODS["slem_pool"].pretraining[2])["epochs"] == 20
+    from nnunet_slem.experiments.methods import describe_options  # results.md names them so, not by placeholder
+
+    assert describe_options(ALL_METHODS["slem_x8_pool"].pretraining[2]) == "with the --unlabeled pool 8x the epochs"
+
+
+def test_a_reused_pretraining_or_fine_tuning_must_be_the_one_asked_for(tmp_path, monkeypatch):
+    """A finished pretraining of another schedule, or a fine-tuning (record or fold folder) started from another
+    pretraining, is refused in one line naming the fix, not silently reused."""
+    from nnunet_slem.experiments import run_records
+    from nnunet_slem.experiments.run_records import (
+        check_pretraining_matches,
+        check_same_pretraining,
+        file_sha256,
+    )
+
+    old, new = tmp_path / "old.pth", tmp_path / "new.pth"
+    old.write_bytes(b"old pretraining")
+    new.write_bytes(b"new pretraining")
+    record = {"pretrained_from": {"path": str(old), "sha256": file_sha256(old)}}
+    check_same_pretraining(record, old, tmp_path / "slem.json")
+    check_same_pretraining({"pretrained_from": None}, new, tmp_path / "scratch.json")  # nothing to compare
+    with pytest.raises(UserFacingError, match=r"slem_pool\.json was fine-tuned from the pretraining .*old\.pth, "
+                                              r"but this comparison starts that arm from .*new\.pth.*--out"):
+        check_same_pretraining(record, new, tmp_path / "slem_pool.json")
+    with pytest.raises(UserFacingError, match="fold_0 was fine-tuned from"):  # the fold folder: paths only
+        check_same_pretraining({"pretrained_from": {"path": str(old)}}, new, tmp_path / "fold_0")
+
+    monkeypatch.setattr(run_records, "load_checkpoint", lambda path: {"metadata": {
+        "settings": {"epochs": 20, "iters_per_epoch": 25, "batch_size": None}, "global_batch_size": 8}})
+    check_pretraining_matches(old, {"epochs": 20, "iters_per_epoch": 25, "batch_size": 8})
+    check_pretraining_matches(old, {"epochs": None, "iters_per_epoch": None, "batch_size": None})
+    with pytest.raises(UserFacingError, match=r"old\.pth was pretrained with epochs 20 \(asked: 160\)"):
+        check_pretraining_matches(old, {"epochs": 160, "iters_per_epoch": 25, "batch_size": 8})
 
 
 @pytest.mark.integration

@@ -126,22 +126,22 @@ def _with_pretraining(record: dict, samples: int, images: int, sha: str, wall_s:
     return {**record, "pretrained_from": {"pretrain_seed": 0, "sha256": sha, "pretraining": facts}}
 
 
-def test_scale_points_pair_each_arm_with_its_pretrainings(tmp_path):
-    """One point per scale arm with its paired difference, distinct pretrainings counted by sha256, the facts
-    from the record or (older records) from the checkpoint; arms outside the sweep are left out."""
-    from nnunet_slem.evaluation.paired import paired_differences
-    from nnunet_slem.experiments.comparison_report import case_records
-    from nnunet_slem.experiments.scaling import plot_scaling, scale_points, scaling_markdown
+def test_scale_points_pair_each_arm_with_its_pretrainings_over_common_seeds(tmp_path):
+    """One point per scale arm, each over the seeds every arm shares (slem has 6, slem_x8_pool 4: the table uses
+    4), distinct pretrainings counted by sha256, the facts from the record or (older records) from the checkpoint;
+    arms outside the sweep are left out."""
+    from nnunet_slem.experiments.scaling import common_seeds, plot_scaling, scale_points, scaling_markdown
 
     records = []
-    for seed in range(4):
+    for seed in range(6):
         records.append(_record("scratch", seed, 60, {"WT": 0.70}))
-        records.append(_with_pretraining(_record("slem_x8_pool", seed, 60, {"WT": 0.75}), 32000, 408,
-                                         f"x8-{seed % 2}", wall_s=1200.0 + seed))
-        old = _record("slem", seed, 60, {"WT": 0.72})
+        old = _record("slem", seed, 60, {"WT": 0.72 if seed < 4 else 0.90})  # seeds 4-5 would inflate slem
         old["pretrained_from"] = {"pretrain_seed": 0, "sha256": "old", "path": str(tmp_path / "ckpt.pth")}
         records.append(old)
         records.append(_record("cfb", seed, 60, {"WT": 0.71}))
+        if seed < 4:
+            records.append(_with_pretraining(_record("slem_x8_pool", seed, 60, {"WT": 0.75}), 32000, 408,
+                                             f"x8-{seed % 2}", wall_s=1200.0 + seed))
     (tmp_path / "ckpt.pth").write_bytes(b"")
     looked_up = []
 
@@ -149,18 +149,21 @@ def test_scale_points_pair_each_arm_with_its_pretrainings(tmp_path):
         looked_up.append(path)
         return {"samples": 4000, "images": 24, "wall_s": 300.0, "samples_per_s": 20.0}
 
-    diffs = paired_differences(case_records(records, "test"), "scratch", ["WT"])
-    points = {p.method: p for p in scale_points(records, diffs, facts_of)}
+    assert common_seeds(records, ["slem", "slem_x8_pool"]) == [0, 1, 2, 3]
+    points = {p.method: p for p in scale_points(records, facts_of)}
     assert set(points) == {"slem", "slem_x8_pool"}
-    x8 = points["slem_x8_pool"]
+    x8, slem = points["slem_x8_pool"], points["slem"]
     assert (x8.samples, x8.images, x8.pretrainings, x8.n_seeds, x8.pool) == (32000, 408, 2, 4, True)
     assert x8.wall_s == pytest.approx(1200.5)  # seeds 0 and 1 first name the two pretrainings
     assert x8.diff == pytest.approx(0.05, abs=0.02)
-    assert (points["slem"].samples, points["slem"].pretrainings) == (4000, 1) and len(looked_up) == 1
+    assert slem.n_seeds == 4 and slem.diff == pytest.approx(0.02, abs=0.02)  # not the inflated seeds 4-5
+    assert (slem.samples, slem.pretrainings) == (4000, 1) and len(looked_up) == 1
     table = scaling_markdown(list(points.values()), "K4_e60")
     assert "| slem_x8_pool | slem | 32,000 | 408 | 2 | 4 |" in table and "20.0 min" in table
+    assert "the 4 seeds every arm of this table has" in table
     plot_scaling(list(points.values()), tmp_path / "scaling.png", "t")
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert scale_points([r for r in records if r["method"] != "scratch"], facts_of) == []  # nothing to pair with
 
 
 def test_report_writes_the_scaling_table_when_a_scale_arm_ran(tmp_path):

@@ -45,7 +45,12 @@ from nnunet_slem.checkpoint_format import pretrain_output_folder
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.experiments.comparison_report import write_comparison_report
 from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, POOL_OPTION, SCALE_OPTION, Method
-from nnunet_slem.experiments.run_records import checkpoint_identity, validation_curve
+from nnunet_slem.experiments.run_records import (
+    check_pretraining_matches,
+    check_same_pretraining,
+    checkpoint_identity,
+    validation_curve,
+)
 from nnunet_slem.experiments.workflow import run_command
 from nnunet_slem.paths import nnunet_raw_dir
 from nnunet_slem.pretrain.locate import dataset_id_of, locate_preprocessed
@@ -267,6 +272,18 @@ class Comparison:
             args += ["--epochs", scale * (self.s.pretrain_epochs or PretrainSettings().epochs)]
         return args
 
+    def _requested_pretraining(self, options: tuple[str, ...]) -> dict[str, int | None]:
+        """The pretraining schedule this comparison asks for (``None``: whatever the pretraining's default was), to
+        check a finished checkpoint against before reusing it."""
+        scale = next((int(options[i + 1]) for i, o in enumerate(options) if o == SCALE_OPTION), None)
+        if scale is not None:
+            from nnunet_slem.pretrain.settings import PretrainSettings
+
+            epochs = scale * (self.s.pretrain_epochs or PretrainSettings().epochs)
+        else:
+            epochs = self.s.pretrain_epochs
+        return {"epochs": epochs, "iters_per_epoch": self.s.pretrain_iters, "batch_size": self.s.pretrain_batch}
+
     def pretrain_results_root(self, pretrain_seed: int, options: tuple[str, ...] = ()) -> Path:
         """Seed 0: the usual place (``$nnUNet_results``, which ``SLeMTrainer`` also finds); others their own, and
         pretext variants (``options``, the pool's identity, the scale) a folder per variant beside them, so none
@@ -284,6 +301,7 @@ class Comparison:
                                         self.s.configuration, pretext, cfb)
         final = folder / "checkpoint_final.pth"
         if final.is_file():
+            check_pretraining_matches(final, self._requested_pretraining(options))
             self._say(f"[pretrain {folder.name}] finished checkpoint found, reused: {final}")
             return final
         args = ["nnunet-slem", "pretrain", "-d", self.dataset_id, "-c", self.s.configuration, "-p", self.s.plans,
@@ -346,6 +364,7 @@ class Comparison:
                         f"{record} was fine-tuned with schedule {done['schedule']}, this comparison asks for "
                         f"{self.schedule}. Give this comparison another --out folder (runs with different schedules "
                         "must not be compared), or delete that folder to start it over.")
+                check_same_pretraining(done, checkpoint, record)
                 self._say(f"[{method.name} seed {seed}] done already, skipped")
                 return done
         results_root = self.finetune_results_root(method, seed)
@@ -363,6 +382,10 @@ class Comparison:
         args = ["nnUNetv2_train", self.dataset_id, self.s.configuration, self.s.fold, "-tr", method.trainer,
                 "-p", self.s.plans, "-device", self.s.device]
         summary = fold_dir / "validation" / "summary.json"
+        started_from = fold_dir / "slem_pretrained_from.json"  # written by the trainer when it loaded weights
+        if checkpoint is not None and started_from.is_file():
+            check_same_pretraining({"pretrained_from": {"path": json.loads(started_from.read_text(
+                encoding="utf-8"))["checkpoint"]}}, checkpoint, fold_dir)
         if (fold_dir / "checkpoint_final.pth").is_file():
             args += [] if summary.is_file() else ["--val"]  # trained; only the final validation is missing
         elif (fold_dir / "checkpoint_latest.pth").is_file():

@@ -36,6 +36,19 @@ class Method:
 POOL_OPTION, SCALE_OPTION = "@unlabeled-pool", "@epochs-x"
 
 
+def describe_options(options: tuple[str, ...]) -> str:
+    """``options`` as a reader wants them: the placeholders as "with the --unlabeled pool" and "8x the epochs"."""
+    words, i = [], 0
+    while i < len(options):
+        if options[i] == SCALE_OPTION:
+            words.append(f"{options[i + 1]}x the epochs")
+            i += 1
+        else:
+            words.append("with the --unlabeled pool" if options[i] == POOL_OPTION else options[i])
+        i += 1
+    return " ".join(words)
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("scratch", "SLeMTrainer_noCFB_noPretrain", None, False, "nnU-Net's network from random weights"),
     Method("cfb", "SLeMTrainer_noPretrain", None, True, "CFB without SLeM (ablation)"),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nnunet_slem.checkpoint_format import load_checkpoint
 from nnunet_slem.errors import UserFacingError
+from nnunet_slem.experiments.methods import describe_options
 
 
 def file_sha256(path: Path) -> str:
@@ -50,6 +51,34 @@ def pretraining_facts(checkpoint: Path) -> dict | None:
             "samples_per_s": float(np.median(log["samples_per_s"])) if log.get("samples_per_s") else None}
 
 
+def check_same_pretraining(record: dict, checkpoint: Path | None, where: Path) -> None:
+    """Refuse to reuse a fine-tuning (its ``record``, or its fold folder) that started from another pretraining than
+    ``checkpoint``, the one this comparison would start it from now (e.g. after the pool or the pretraining
+    schedule changed): compared by sha256 where the record has one, else by path."""
+    source = record.get("pretrained_from") or {}
+    if checkpoint is None or not source:
+        return
+    same = (source["sha256"] == file_sha256(checkpoint) if source.get("sha256")
+            else Path(source["path"]).resolve() == Path(checkpoint).resolve())
+    if not same:
+        raise UserFacingError(f"{where} was fine-tuned from the pretraining {source['path']}, but this comparison "
+                              f"starts that arm from {checkpoint}. Give this comparison another --out folder, or "
+                              f"delete {where} (and that run's nnUNet_results folder) to fine-tune it again.")
+
+
+def check_pretraining_matches(checkpoint: Path, requested: dict[str, int | None]) -> None:
+    """Refuse to reuse a finished pretraining whose schedule differs from the one asked for (``requested``: epochs,
+    iters_per_epoch, batch_size; ``None`` accepts any): its folder is named by the pretext and its options, not by
+    the schedule, so a 20-epoch checkpoint would otherwise stand in for a 160-epoch one."""
+    meta = load_checkpoint(checkpoint)["metadata"]
+    used = {**meta["settings"], "batch_size": meta.get("global_batch_size") or meta["settings"].get("batch_size")}
+    differ = {k: (used.get(k), v) for k, v in requested.items() if v is not None and used.get(k) != v}
+    if differ:
+        found = ", ".join(f"{k} {have} (asked: {want})" for k, (have, want) in differ.items())
+        raise UserFacingError(f"{checkpoint} was pretrained with {found}. Give this comparison another --out "
+                              "folder, or move that pretraining folder away to pretrain again.")
+
+
 def validation_curve(fold_dir: Path) -> list[float] | None:
     """nnU-Net's per-epoch validation pseudo-Dice of a finished fine-tuning (``None`` where it is not stored)."""
     final = fold_dir / "checkpoint_final.pth"
@@ -68,7 +97,7 @@ def pretraining_notes(checkpoints: dict) -> str:
             ckpt = load_checkpoint(path)
             log = ckpt["logging"]
             score = f", final held-out pretext score {log['eval_acc'][-1]:.3f}" if log["eval_acc"] else ""
-            variant = f" {' '.join(options)}" if options else ""
+            variant = f" {describe_options(options)}" if options else ""
             lines.append(f"- {pretext}{variant}{'' if cfb else ' (no CFB)'} seed {pretrain_seed}: {ckpt['epoch']} "
                          f"epochs{score} ({path})")
         except UserFacingError as e:

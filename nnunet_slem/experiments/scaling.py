@@ -26,8 +26,9 @@ SCALE_ARMS: tuple[str, ...] = ("slem", *SCALE_METHODS, "mae", "slem_recon")
 
 @dataclass(frozen=True)
 class ScalePoint:
-    """One pretraining arm: its paired difference to scratch (mean of regions) and its pretrainings' size and
-    speed (medians over the distinct pretrainings behind the arm's runs)."""
+    """One pretraining arm: its paired difference to scratch (mean of regions, over the seeds every arm of the
+    table shares) and its pretrainings' size and speed (medians over the distinct pretrainings behind those
+    runs)."""
 
     method: str
     pretext: str
@@ -39,7 +40,7 @@ class ScalePoint:
     diff: float
     low: float
     high: float
-    p_holm: float
+    p_value: float  # paired t-test over the common seeds, unadjusted (the Holm p per arm is in paired.csv)
     wall_s: float | None
     samples_per_s: float | None
 
@@ -68,26 +69,44 @@ def arm_pretrainings(records: Iterable[dict], method: str,
     return out
 
 
-def scale_points(records: Sequence[dict], diffs: Sequence, facts_of: Callable[[Path], dict | None]) -> list[ScalePoint]:
-    """The :data:`SCALE_ARMS` present in ``records`` with a paired difference to scratch on the mean of regions in
-    ``diffs`` (:class:`~nnunet_slem.evaluation.paired.PairedDifference`, Holm-adjusted)."""
+def common_seeds(records: Iterable[dict], methods: Iterable[str], reference: str = "scratch") -> list[int]:
+    """The seeds at which ``reference`` and every one of ``methods`` have a record: the points of one scaling table
+    must be differences over the same seeds, or a gap between two arms would mix seed sets."""
+    by_method: dict[str, set[int]] = {}
+    for r in records:
+        by_method.setdefault(r["method"], set()).add(r["seed"])
+    sets = [by_method.get(m, set()) for m in (reference, *methods)]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def scale_points(records: Sequence[dict], facts_of: Callable[[Path], dict | None]) -> list[ScalePoint]:
+    """The :data:`SCALE_ARMS` present in ``records``, each as its paired difference to scratch (mean of regions,
+    paired t over seeds) over the seeds that scratch and every such arm share."""
+    from nnunet_slem.evaluation.paired import paired_differences
+    from nnunet_slem.experiments.comparison_report import case_records
     from nnunet_slem.experiments.methods import ALL_METHODS
 
-    by_method = {d.method: d for d in diffs if d.reference == "scratch" and d.region == "mean"}
+    present = [m for m in SCALE_ARMS if any(r["method"] == m for r in records)]
+    seeds = set(common_seeds(records, present))
+    if not present or len(seeds) < 2:
+        return []
+    kept = [r for r in records if r["seed"] in seeds and r["method"] in {"scratch", *present}]
+    regions = list(kept[0]["splits"]["test"]["dice"])
+    by_method = {d.method: d for d in paired_differences(case_records(kept, "test"), "scratch", regions)
+                 if d.region == "mean"}
     points = []
-    for method in SCALE_ARMS:
-        d = by_method.get(method)
-        if d is None:
-            continue
-        pretrainings = arm_pretrainings(records, method, facts_of)
-        facts = [f for f in pretrainings.values() if f]
+    for method in present:
+        d = by_method[method]
+        # size and cost are the arm's, known from any of its runs (older records carry none); the count is of
+        # the pretrainings behind the seeds in the table
+        facts = [f for f in arm_pretrainings(records, method, facts_of).values() if f]
         samples = {f.get("samples") for f in facts} - {None}
         images = {f.get("images") for f in facts} - {None}
         arm = ALL_METHODS[method]
         points.append(ScalePoint(method, arm.pretext or "", arm.pool, samples.pop() if len(samples) == 1 else None,
-                                 images.pop() if len(images) == 1 else None, len(pretrainings), d.n_seeds,
-                                 d.mean_diff, d.ci_low, d.ci_high, d.p_holm,
-                                 _median(f.get("wall_s") for f in facts),
+                                 images.pop() if len(images) == 1 else None,
+                                 len(arm_pretrainings(kept, method, lambda path: None)), d.n_seeds, d.mean_diff,
+                                 d.ci_low, d.ci_high, d.p_value, _median(f.get("wall_s") for f in facts),
                                  _median(f.get("samples_per_s") for f in facts)))
     return points
 
@@ -97,18 +116,21 @@ def scaling_markdown(points: Sequence[ScalePoint], comparison: str) -> str:
     def number(v, fmt):
         return "?" if v is None else format(v, fmt)
 
+    seeds = points[0].n_seeds if points else 0
     lines = [f"## Pretraining at scale ({comparison})", "",
-             "Δ = arm − scratch in Dice points, mean of WT/TC/ET on the held-out test cases, paired t-interval over "
-             "seeds; p Holm-adjusted with every exploratory row of paired.csv. Samples: pretraining crops (epochs x "
+             f"Δ = arm − scratch in Dice points, mean of WT/TC/ET on the held-out test cases, paired t-interval over "
+             f"the {seeds} seeds every arm of this table has (so the rows compare like with like; an arm's own row "
+             "in paired.csv uses all its seeds and carries the Holm-adjusted p); p: the paired t-test, "
+             "unadjusted and exploratory. Samples: pretraining crops (epochs x "
              "iterations x batch); images: training images plus the unlabelled pool; wall time: the median "
              "pretraining's summed epoch times (no preprocessing, audit or probes); samples/s: the median epoch's.",
-             "", "| arm | pretext | samples | images | pretrainings | seeds | Δ [95% CI] | p (Holm) | wall time | "
+             "", "| arm | pretext | samples | images | pretrainings | seeds | Δ [95% CI] | p (t) | wall time | "
              "samples/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         wall = "?" if p.wall_s is None else f"{p.wall_s / 60:.1f} min"
         lines.append(f"| {p.method} | {p.pretext} | {number(p.samples, ',d')} | {number(p.images, 'd')} | "
                      f"{p.pretrainings} | {p.n_seeds} | {100 * p.diff:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}]"
-                     f" | {p.p_holm:.3g} | {wall} | {number(p.samples_per_s, '.1f')} |")
+                     f" | {p.p_value:.3g} | {wall} | {number(p.samples_per_s, '.1f')} |")
     return "\n".join(lines) + "\n"
 
 
