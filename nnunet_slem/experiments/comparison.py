@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,8 @@ from nnunet_slem.atomic import write_json_atomic
 from nnunet_slem.checkpoint_format import pretrain_output_folder
 from nnunet_slem.errors import UserFacingError
 from nnunet_slem.experiments.comparison_report import write_comparison_report
-from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, POOL_OPTION, SCALE_OPTION, Method
+from nnunet_slem.experiments.methods import ALL_METHODS, METHODS, POOL_OPTION, Method, describe_options
+from nnunet_slem.experiments.pretrain_options import pretrain_cli, scaled_epochs, variant_folder
 from nnunet_slem.experiments.run_records import (
     check_pretraining_matches,
     check_same_pretraining,
@@ -245,53 +245,27 @@ class Comparison:
         with open(self.log, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
 
-    def _pool_key(self) -> str:
+    def _pool_key(self) -> str | None:
+        if self.s.unlabeled is None:
+            return None
         from nnunet_slem.pretrain.unlabeled_pool import pool_identity
 
         return "pool-" + pool_identity(self.s.unlabeled, self.data.dataset_json).key
 
-    def _variant_tokens(self, options: tuple[str, ...]) -> list[str]:
-        """The folder name's parts: the options as written, the pool placeholder as the pool's identity."""
-        return [self._pool_key() if o == POOL_OPTION else "x" if o == SCALE_OPTION else o for o in options]
-
-    def _pretrain_cli(self, options: tuple[str, ...]) -> list[str | int]:
-        """``nnunet-slem pretrain`` arguments for ``options``: the pool placeholder becomes ``--unlabeled DIR``, the
-        scale ``--epochs`` (k x the comparison's pretraining epochs, after the schedule flags so it wins)."""
-        args, scale, i = [], None, 0
-        while i < len(options):
-            if options[i] == POOL_OPTION:
-                args += ["--unlabeled", self.s.unlabeled, "-np", 2]
-            elif options[i] == SCALE_OPTION:
-                scale, i = int(options[i + 1]), i + 1
-            else:
-                args.append(options[i])
-            i += 1
-        if scale is not None:
-            from nnunet_slem.pretrain.settings import PretrainSettings
-
-            args += ["--epochs", scale * (self.s.pretrain_epochs or PretrainSettings().epochs)]
-        return args
-
     def _requested_pretraining(self, options: tuple[str, ...]) -> dict[str, int | None]:
         """The pretraining schedule this comparison asks for (``None``: whatever the pretraining's default was), to
         check a finished checkpoint against before reusing it."""
-        scale = next((int(options[i + 1]) for i, o in enumerate(options) if o == SCALE_OPTION), None)
-        if scale is not None:
-            from nnunet_slem.pretrain.settings import PretrainSettings
-
-            epochs = scale * (self.s.pretrain_epochs or PretrainSettings().epochs)
-        else:
-            epochs = self.s.pretrain_epochs
-        return {"epochs": epochs, "iters_per_epoch": self.s.pretrain_iters, "batch_size": self.s.pretrain_batch}
+        return {"epochs": scaled_epochs(options, self.s.pretrain_epochs), "iters_per_epoch": self.s.pretrain_iters,
+                "batch_size": self.s.pretrain_batch}
 
     def pretrain_results_root(self, pretrain_seed: int, options: tuple[str, ...] = ()) -> Path:
         """Seed 0: the usual place (``$nnUNet_results``, which ``SLeMTrainer`` also finds); others their own, and
         pretext variants (``options``, the pool's identity, the scale) a folder per variant beside them, so none
         stands in for another."""
         if options:
-            # e.g. grid_2x2x2, or pool-imagesUnlabeled-384cases-1a2b3c4d_x_8
-            variant = "_".join(re.sub(r"[^\w.-]+", "-", o.lstrip("-")) for o in self._variant_tokens(options))
-            return self.extra_pretrain_root.parent / "pretrain_variants" / variant / f"seed_{pretrain_seed}"
+            pool_key = self._pool_key() if POOL_OPTION in options else None
+            return (self.extra_pretrain_root.parent / "pretrain_variants" / variant_folder(options, pool_key)
+                    / f"seed_{pretrain_seed}")
         return self.pretrain_root if pretrain_seed == 0 else self.extra_pretrain_root / f"seed_{pretrain_seed}"
 
     def pretrain(self, pretext: str, cfb: bool, pretrain_seed: int = 0, options: tuple[str, ...] = ()) -> Path:
@@ -310,14 +284,14 @@ class Comparison:
                             ("--batch-size", self.s.pretrain_batch)):
             if value is not None:
                 args += [flag, value]
-        args += self._pretrain_cli(options)
+        args += pretrain_cli(options, self.s.unlabeled, self.s.pretrain_epochs)
         if not cfb:
             args.append("--no-cfb")
         if self.s.smoke:
             args += ["--audit-samples", 0, "--probe-samples", 0]
         if (folder / "checkpoint_latest.pth").is_file():
             args.append("--resume")
-        variant = " ".join(self._variant_tokens(options))
+        variant = describe_options(options)
         self._say(f"[pretrain {folder.name} seed {pretrain_seed}{' ' + variant if variant else ''}]")
         run_command(args, self.env(results_root), self.log, echo=True)
         return final
