@@ -245,9 +245,7 @@ class Comparison:
         with open(self.log, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
 
-    def _pool_key(self) -> str | None:
-        if self.s.unlabeled is None:
-            return None
+    def _pool_key(self) -> str:
         from nnunet_slem.pretrain.unlabeled_pool import pool_identity
 
         return "pool-" + pool_identity(self.s.unlabeled, self.data.dataset_json).key

@@ -58,23 +58,30 @@ def steps_of(records: Iterable[dict]) -> int | None:
     return steps.pop() if len(steps) == 1 and 0 not in steps else None
 
 
-def missing_provenance(records: Iterable[dict]) -> dict[str, list[int]]:
-    """method -> seeds of every record without ``labeled_cases`` (written before records named them)."""
+def seeds_by_method(records: Iterable[dict], where) -> dict[str, list[int]]:
+    """method -> sorted seeds of the records for which ``where(record)`` holds."""
     out: dict[str, list[int]] = {}
     for r in records:
-        if "labeled_cases" not in r:
+        if where(r):
             out.setdefault(r["method"], []).append(r["seed"])
     return {method: sorted(seeds) for method, seeds in out.items()}
+
+
+def missing_provenance(records: Iterable[dict]) -> dict[str, list[int]]:
+    """method -> seeds of every record without ``labeled_cases`` (written before records named them)."""
+    return seeds_by_method(records, lambda r: "labeled_cases" not in r)
 
 
 def resumed_runs(records: Iterable[dict]) -> dict[str, list[int]]:
     """method -> seeds of every run resumed after an interruption (``resumed`` in its record): the labelled subset
     and the initialisation are paired, the batches after the resume point are not."""
-    out: dict[str, list[int]] = {}
-    for r in records:
-        if r.get("resumed"):
-            out.setdefault(r["method"], []).append(r["seed"])
-    return {method: sorted(seeds) for method, seeds in out.items()}
+    return seeds_by_method(records, lambda r: r.get("resumed"))
+
+
+def pretraining_key(record: dict) -> str:
+    """What tells one pretraining from another: the checkpoint's sha256 where the record has it, else its
+    pretraining seed."""
+    return (record.get("pretrained_from") or {}).get("sha256") or f"seed {record.get('pretrain_seed')}"
 
 
 def pretraining_count(records: Iterable[dict], method: str) -> tuple[int, int]:
@@ -83,7 +90,7 @@ def pretraining_count(records: Iterable[dict], method: str) -> tuple[int, int]:
     has it; a record without one counts its pretraining seed. A seed rerun with another torch build is another
     pretraining (it need not reproduce bit for bit), so records of both kinds count apart."""
     runs = [r for r in records if r["method"] == method]
-    identities = {(r.get("pretrained_from") or {}).get("sha256") or f"seed {r.get('pretrain_seed')}" for r in runs}
+    identities = {pretraining_key(r) for r in runs}
     return len(identities), len(runs)
 
 

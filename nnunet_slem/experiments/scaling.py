@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_slem.atomic import save_figure_atomic
+from nnunet_slem.experiments.efficacy import pretraining_count, pretraining_key
 from nnunet_slem.experiments.methods import SCALE_METHODS
 
 #: the arms of the scaling report, in the order of the table: the stored point first, then the sweep and the
@@ -59,7 +60,7 @@ def arm_pretrainings(records: Iterable[dict], method: str,
         if r["method"] != method:
             continue
         source = r.get("pretrained_from") or {}
-        key = source.get("sha256") or f"seed {r.get('pretrain_seed')}"
+        key = pretraining_key(r)
         if out.get(key) is not None:
             continue
         facts = source.get("pretraining")
@@ -105,7 +106,7 @@ def scale_points(records: Sequence[dict], facts_of: Callable[[Path], dict | None
         arm = ALL_METHODS[method]
         points.append(ScalePoint(method, arm.pretext or "", arm.pool, samples.pop() if len(samples) == 1 else None,
                                  images.pop() if len(images) == 1 else None,
-                                 len(arm_pretrainings(kept, method, lambda path: None)), d.n_seeds, d.mean_diff,
+                                 pretraining_count(kept, method)[0], d.n_seeds, d.mean_diff,
                                  d.ci_low, d.ci_high, d.p_value, _median(f.get("wall_s") for f in facts),
                                  _median(f.get("samples_per_s") for f in facts)))
     return points
