@@ -209,14 +209,17 @@ def _budget_points(comparisons: dict, labeled: str, reference: str = "scratch") 
     from nnunet_slem.experiments.comparison_report import case_records
     from nnunet_slem.experiments.efficacy import BudgetPoint, steps_of
 
+    budgets = {name: records for name, (records, _) in comparisons.items()
+               if name.startswith(f"K{labeled}_e") and records}
+    # the reference, slem, and every arm measured at two budgets or more (a new arm's short-budget runs)
+    seen = [m for records in budgets.values() for m in dict.fromkeys(r["method"] for r in records)]
+    methods = list(dict.fromkeys([reference, "slem", *(m for m in seen if seen.count(m) > 1)]))
     points = []
-    for name, (records, _) in comparisons.items():
-        if not name.startswith(f"K{labeled}_e") or not records:
-            continue
+    for records in budgets.values():
         regions = list(records[0]["splits"]["test"]["dice"])
         diffs = {d.method: d for d in paired_differences(case_records(records, "test"), reference, regions)
                  if d.region == "mean"} if reference in {r["method"] for r in records} else {}
-        for method in (reference, "slem"):
+        for method in methods:
             runs = [r for r in records if r["method"] == method]
             steps = steps_of(runs)
             if not runs or steps is None:
@@ -229,7 +232,8 @@ def _budget_points(comparisons: dict, labeled: str, reference: str = "scratch") 
 
 
 def _convergence_markdown(points: list, reference: str = "scratch") -> str:
-    """Dice against steps as a table, and the steps SLeM needs to reach scratch's Dice at the longest budget."""
+    """Dice against steps as a table, and the steps each arm measured at two budgets or more needs to reach
+    scratch's Dice at the longest budget."""
     from nnunet_slem.experiments.efficacy import steps_to_reach
 
     if len({p.steps for p in points}) < 2:
@@ -244,12 +248,15 @@ def _convergence_markdown(points: list, reference: str = "scratch") -> str:
                      f"| {diff} |")
     longest = max(p.steps for p in points)
     target = next((p.dice for p in points if p.method == reference and p.steps == longest), None)
-    slem = [p for p in points if p.method == "slem"]
-    if target is not None and slem:
-        reached = steps_to_reach([p.steps for p in slem], [p.dice for p in slem], target)
+    for method in dict.fromkeys(p.method for p in points if p.method != reference):
+        mine = [p for p in points if p.method == method]
+        if target is None or len(mine) < 2:
+            continue
+        reached = steps_to_reach([p.steps for p in mine], [p.dice for p in mine], target)
         where = (f"about {reached:.0f} steps (linear interpolation between the measured budgets, not a measured "
                  "budget)" if reached is not None else "not within the measured budgets")
-        lines += ["", f"SLeM reaches scratch's {longest}-step test Dice ({target:.3f}) at {where}."]
+        name = "SLeM" if method == "slem" else f"`{method}`"
+        lines += ["", f"{name} reaches scratch's {longest}-step test Dice ({target:.3f}) at {where}."]
     return "\n".join(lines) + "\n"
 
 

@@ -93,6 +93,9 @@ def test_report_marks_the_endpoints_and_plots_dice_against_steps(tmp_path):
                                                      provenance=not (epochs == 60 and seed < 2)))
             slem_record = _record("slem", seed, epochs, {"WT": slem + jitter, "TC": slem + jitter})
             _write(archive, f"K4_e{epochs}", {**slem_record, "resumed": epochs == 20 and seed == 3})
+            if epochs != 10:  # a new arm at two budgets joins the plot; one at a single budget does not
+                _write(archive, f"K4_e{epochs}", _record("slem_recon" if epochs == 20 or seed < 3 else "mae",
+                                                         seed, epochs, {"WT": slem + jitter, "TC": slem + jitter}))
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "label_efficiency.py"), "report", "--out",
                            str(tmp_path / "out")], capture_output=True, encoding="utf-8", cwd=tmp_path,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"})
@@ -108,6 +111,8 @@ def test_report_marks_the_endpoints_and_plots_dice_against_steps(tmp_path):
     assert "scratch seeds 0, 1" in summary  # the runs that lack labeled_cases are named
     assert "resumed after an interruption (paired up to the resume point only): slem seeds 3" in summary
     assert "SLeM reaches scratch's 1500-step test Dice" in summary and "interpolation" in summary
+    assert "`slem_recon` reaches scratch's 1500-step test Dice" in summary
+    assert "| 500 | slem_recon | 6 |" in summary and "| 1500 | mae |" not in summary
     assert (tmp_path / "out" / "dice_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "out" / "convergence.png").is_file()
 
