@@ -203,6 +203,8 @@ def _contrast_markdown(contrasts: list) -> str:
 def _budget_points(comparisons: dict, labeled: str, reference: str = "scratch") -> list:
     """Every arm's mean test Dice and paired difference to ``reference`` at each fine-tuning budget of the
     comparisons with ``labeled`` labelled cases (``K4_e10``, ``K4_e20``, ``K4_e60``)."""
+    from collections import Counter
+
     import numpy as np
 
     from nnunet_slem.evaluation.paired import paired_differences, t_interval
@@ -212,8 +214,8 @@ def _budget_points(comparisons: dict, labeled: str, reference: str = "scratch") 
     budgets = {name: records for name, (records, _) in comparisons.items()
                if name.startswith(f"K{labeled}_e") and records}
     # the reference, slem, and every arm measured at two budgets or more (a new arm's short-budget runs)
-    seen = [m for records in budgets.values() for m in dict.fromkeys(r["method"] for r in records)]
-    methods = list(dict.fromkeys([reference, "slem", *(m for m in seen if seen.count(m) > 1)]))
+    budgets_of = Counter(m for records in budgets.values() for m in dict.fromkeys(r["method"] for r in records))
+    methods = list(dict.fromkeys([reference, "slem", *(m for m, n in budgets_of.items() if n > 1)]))
     points = []
     for records in budgets.values():
         regions = list(records[0]["splits"]["test"]["dice"])
@@ -248,9 +250,9 @@ def _convergence_markdown(points: list, reference: str = "scratch") -> str:
                      f"| {diff} |")
     longest = max(p.steps for p in points)
     target = next((p.dice for p in points if p.method == reference and p.steps == longest), None)
-    for method in dict.fromkeys(p.method for p in points if p.method != reference):
+    for method in dict.fromkeys(p.method for p in points if p.method != reference and target is not None):
         mine = [p for p in points if p.method == method]
-        if target is None or len(mine) < 2:
+        if len(mine) < 2:
             continue
         reached = steps_to_reach([p.steps for p in mine], [p.dice for p in mine], target)
         where = (f"about {reached:.0f} steps (linear interpolation between the measured budgets, not a measured "

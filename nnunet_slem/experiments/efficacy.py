@@ -12,7 +12,7 @@ Comparisons are named ``K<labelled>_e<epochs>`` (``K4_e60``: 4 labelled cases, 6
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +58,7 @@ def steps_of(records: Iterable[dict]) -> int | None:
     return steps.pop() if len(steps) == 1 and 0 not in steps else None
 
 
-def seeds_by_method(records: Iterable[dict], where) -> dict[str, list[int]]:
+def seeds_by_method(records: Iterable[dict], where: Callable[[dict], object]) -> dict[str, list[int]]:
     """method -> sorted seeds of the records for which ``where(record)`` holds."""
     out: dict[str, list[int]] = {}
     for r in records:
