@@ -36,7 +36,7 @@ seeds); ``report`` then writes ``scaling.png`` and its table (Δ against pretrai
 pretraining's wall time and samples/s). Run each line twice, with ``--first-seed 0`` and ``--first-seed 3``, for
 6 seeds. Three fine-tunings take about 30 minutes on 2 CPU cores; an ``_x8`` arm's first invocation also
 pretrains 2 x 32k samples (SLeM at about 23 samples/s: some 25 minutes each; the reconstructive SLeM trains
-the whole U-Net at about 7 samples/s: some 75 minutes each; MAE, also whole-network, is slower than SLeM too),
+the whole U-Net at about 10 samples/s: about an hour each; MAE, also whole-network, is slower than SLeM too),
 so it may outlast a 90-minute slot: every invocation resumes where the last one stopped::
 
     python benchmarks/label_efficiency.py prepare --root /tmp/bench --unlabeled-cases 384
