@@ -132,14 +132,34 @@ def run(args: argparse.Namespace) -> None:
            *(["--unlabeled", root / "nnUNet_raw" / _dataset_name(root) / "imagesUnlabeled"] if args.unlabeled else [])]
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    # pretraining seeds >= 1 live in the comparison folder (seed 0 in nnUNet_results): one shared folder, so the
-    # comparisons of one benchmark (K = 4 and 8, 60 and 10 epochs) start from the very same checkpoints
-    shared = root / "compare" / "pretrain_seeds"
-    shared.mkdir(parents=True, exist_ok=True)
-    if not (out / "pretrain_seeds").exists():
-        (out / "pretrain_seeds").symlink_to(shared.resolve(), target_is_directory=True)
+    # pretraining seeds >= 1 and the pretext variants live in the comparison folder (seed 0 in nnUNet_results):
+    # shared folders, so the comparisons of one benchmark (K = 4 and 8, 60 and 10 epochs) start from the very
+    # same checkpoints (an _x8 arm at a short fine-tuning budget does not pretrain again)
+    for name in ("pretrain_seeds", "pretrain_variants"):
+        share_folder(out, root / "compare" / name)
     run_command(cmd, _env(root, args.device), out.parent / f"{out.name}.log", echo=True)
     print(f"{out}: {time.perf_counter() - start:.0f} s")
+
+
+def share_folder(comparison: Path, shared: Path) -> None:
+    """Make ``comparison/<shared.name>`` a link to ``shared``. A real folder already there (a benchmark run before
+    the folder was shared) becomes the shared one when there is none yet, so its finished pretrainings are kept;
+    the run records find them by checksum, and their recorded paths still resolve through the link."""
+    import shutil
+
+    own = comparison / shared.name
+    if own.is_dir() and not own.is_symlink():
+        if not any(own.iterdir()):
+            own.rmdir()
+        elif shared.exists():
+            sys.exit(f"{own} and {shared} both hold pretrainings; merge them into {shared} and delete {own}, "
+                     "then run again.")
+        else:
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(own), str(shared))
+    shared.mkdir(parents=True, exist_ok=True)
+    if not own.exists() and not own.is_symlink():
+        own.symlink_to(shared.resolve(), target_is_directory=True)
 
 
 def _scratch_curves(compare_dir: Path) -> list[tuple[str, list[float]]]:

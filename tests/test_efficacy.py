@@ -184,3 +184,38 @@ def test_report_writes_the_scaling_table_when_a_scale_arm_ran(tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
     assert "## Pretraining at scale (K4_e60)" in summary and "| slem_x8 | slem | 32,000 | 24 |" in summary
     assert (tmp_path / "out" / "scaling.png").is_file()
+
+
+def _benchmark_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("label_efficiency", REPO / "benchmarks" / "label_efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_share_folder_adopts_a_comparisons_own_pretrainings_and_links_the_next(tmp_path):
+    """The first comparison's real ``pretrain_variants`` becomes the shared folder (its checkpoints kept, reachable
+    under the old path); a second comparison links to it; two non-empty real folders are refused, naming both."""
+    share_folder = _benchmark_module().share_folder
+    shared = tmp_path / "compare" / "pretrain_variants"
+    first, second = tmp_path / "compare" / "K4_e60", tmp_path / "compare" / "K4_e20"
+    checkpoint = first / "pretrain_variants" / "x_8" / "seed_0" / "checkpoint_final.pth"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    second.mkdir(parents=True)
+    share_folder(first, shared)
+    share_folder(second, shared)
+    share_folder(first, shared)  # idempotent
+    assert (first / "pretrain_variants").is_symlink() and (second / "pretrain_variants").is_symlink()
+    assert (shared / "x_8" / "seed_0" / "checkpoint_final.pth").read_bytes() == b"weights"
+    assert (second / "pretrain_variants" / "x_8" / "seed_0" / "checkpoint_final.pth").read_bytes() == b"weights"
+    assert checkpoint.read_bytes() == b"weights"
+    empty, third = tmp_path / "compare" / "K8_e20", tmp_path / "compare" / "K8_e60"
+    (empty / "pretrain_variants").mkdir(parents=True)
+    share_folder(empty, shared)  # an empty folder of its own is replaced by the link
+    assert (empty / "pretrain_variants").is_symlink()
+    (third / "pretrain_variants" / "x_8").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="both hold pretrainings"):
+        share_folder(third, shared)
