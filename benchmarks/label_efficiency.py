@@ -45,6 +45,10 @@ so it may outlast a 90-minute slot: every invocation resumes where the last one 
     python benchmarks/label_efficiency.py run --root /tmp/bench --methods slem_x8_pool --unlabeled --seeds 3
     python benchmarks/label_efficiency.py run --root /tmp/bench --methods mae_x8_pool --unlabeled --seeds 3
     python benchmarks/label_efficiency.py run --root /tmp/bench --methods slem_recon_x8_pool --unlabeled --seeds 3
+
+The comparisons of one benchmark folder share their pretrainings (``compare/pretrain_seeds`` and
+``compare/pretrain_variants``, linked from each comparison): the best arm's short-budget runs
+(``--epochs 10``, ``--epochs 20``) fine-tune from the very checkpoints its ``K4_e60`` runs used.
 """
 
 from __future__ import annotations
