@@ -219,3 +219,7 @@ def test_share_folder_adopts_a_comparisons_own_pretrainings_and_links_the_next(t
     (third / "pretrain_variants" / "x_8").mkdir(parents=True)
     with pytest.raises(SystemExit, match="both hold pretrainings"):
         share_folder(third, shared)
+    # refused before touching anything: both folders as they were
+    assert (third / "pretrain_variants" / "x_8").is_dir() and not (third / "pretrain_variants").is_symlink()
+    assert sorted(p.name for p in shared.iterdir()) == ["x_8"]
+    assert (shared / "x_8" / "seed_0" / "checkpoint_final.pth").read_bytes() == b"weights"
