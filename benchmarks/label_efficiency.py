@@ -293,7 +293,8 @@ def report(args: argparse.Namespace) -> None:
     pre-named endpoints marked (``primary``) and Holm's correction (``p_holm``: the endpoints as one family, every
     other row as the other); mean ± std tables, the forest plot of the mean over regions, Dice against fine-tuning
     steps (``dice_vs_steps.png``), the pretraining-at-scale arms against pretraining samples (``scaling.png`` and
-    its table) and every arm's validation curves (``convergence.png``)."""
+    its table), where the pre-registered choice of the sweep's best arm stands
+    (:mod:`nnunet_slem.experiments.best_arm`) and every arm's validation curves (``convergence.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -311,6 +312,7 @@ def report(args: argparse.Namespace) -> None:
         seed_differences,
         seeds_for_power,
     )
+    from nnunet_slem.experiments.best_arm import best_arm_markdown, decide_best_arm
     from nnunet_slem.experiments.comparison_report import case_records, results_markdown, split_rows
     from nnunet_slem.experiments.efficacy import (
         PRIMARY_ENDPOINTS,
@@ -380,6 +382,7 @@ def report(args: argparse.Namespace) -> None:
         if any(p.method != "slem" for p in points):
             plot_scaling(points, out / "scaling.png", f"{scale}: pretraining at scale, arm − scratch")
             sections.append(scaling_markdown(points, scale))
+            sections.append(best_arm_markdown(decide_best_arm(parts[scale][2], parts[scale][1]), scale))
     points = _budget_points(comparisons, "4")
     if len({p.steps for p in points}) >= 2:
         plot_dice_vs_steps(points, "scratch", out / "dice_vs_steps.png",
