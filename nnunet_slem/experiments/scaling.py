@@ -147,17 +147,28 @@ def plot_scaling(points: Sequence[ScalePoint], path: Path, title: str = "") -> N
     try:
         pretexts = list(dict.fromkeys(p.pretext for p in points))
         shown = [p for p in points if p.samples]
-        for k, p in enumerate(shown):
-            colour = f"C{pretexts.index(p.pretext) % 10}"
-            x = p.samples * (1 + 0.04 * (k % 3 - 1))  # dodge arms at one scale
-            ax.errorbar([x], [100 * p.diff], yerr=[[100 * (p.diff - p.low)], [100 * (p.high - p.diff)]],
-                        marker="s" if p.pool else "o", mfc=colour if p.pool else "white", color=colour, capsize=3)
-            ax.annotate(f"{p.method} ({p.images or '?'} img, {p.n_seeds} seeds)", (x, 100 * p.diff), fontsize=7,
-                        xytext=(5, 4), textcoords="offset points")
+        span = max([100 * (p.high - p.low) for p in shown if p.high == p.high] or [1.0])
+        for scale in sorted({p.samples for p in shown}):
+            group = [q for q in shown if q.samples == scale]
+            xs = {q.method: scale * (1 + 0.1 * (k - (len(group) - 1) / 2)) for k, q in enumerate(group)}  # dodge
+            label_y = -float("inf")
+            for p in sorted(group, key=lambda q: q.diff):  # labels right of the group, stacked apart, with leaders
+                colour = f"C{pretexts.index(p.pretext) % 10}"
+                ax.errorbar([xs[p.method]], [100 * p.diff], yerr=[[100 * (p.diff - p.low)], [100 * (p.high - p.diff)]],
+                            marker="s" if p.pool else "o", mfc=colour if p.pool else "white", color=colour,
+                            capsize=3, label=p.pretext if p is next(q for q in shown if q.pretext == p.pretext)
+                            else None)
+                label_y = max(100 * p.diff, label_y + 0.07 * span)
+                ax.annotate(f"{p.method} ({p.images or '?'} img, {p.n_seeds} seeds)", (xs[p.method], 100 * p.diff),
+                            xytext=(max(xs.values()) * 1.08, label_y), textcoords="data", fontsize=6,
+                            va="center", color=colour, arrowprops={"arrowstyle": "-", "lw": 0.4, "color": colour})
         ax.axhline(0.0, color="grey", lw=1, ls="--")
         ax.set_xscale("log")
         ticks = sorted({p.samples for p in shown})
         ax.set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
+        if ticks:  # room for the dodged arms and their labels on the right
+            ax.set_xlim(ticks[0] / 1.6, ticks[-1] * 3.2)
+        ax.legend(title="pretext", fontsize=7, title_fontsize=7, loc="lower left")
         ax.minorticks_off()
         ax.set_xlabel("pretraining samples (crops); filled square: with the unlabelled pool")
         ax.set_ylabel("Δ Dice vs scratch (points, paired 95% CI)")
