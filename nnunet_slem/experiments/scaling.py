@@ -168,7 +168,8 @@ def plot_scaling(points: Sequence[ScalePoint], path: Path, title: str = "") -> N
         ax.set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
         if ticks:  # room for the dodged arms and their labels on the right
             ax.set_xlim(ticks[0] / 1.6, ticks[-1] * 3.2)
-        ax.legend(title="pretext", fontsize=7, title_fontsize=7, loc="lower left")
+        if shown:
+            ax.legend(title="pretext", fontsize=7, title_fontsize=7, loc="lower left")
         ax.minorticks_off()
         ax.set_xlabel("pretraining samples (crops); filled square: with the unlabelled pool")
         ax.set_ylabel("Δ Dice vs scratch (points, paired 95% CI)")
