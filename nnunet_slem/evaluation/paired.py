@@ -337,7 +337,7 @@ def paired_csv(diffs: Sequence[PairedDifference]) -> str:
     return buf.getvalue()
 
 
-def _points(v: float) -> str:
+def dice_points(v: float) -> str:
     """Dice fraction as signed Dice points (x100), 2 decimals; no "-0.00"."""
     if math.isnan(v):
         return "nan"
@@ -353,7 +353,7 @@ def difference_table(diffs: Sequence[PairedDifference], label: str = "method") -
     lines = [f"| {label.capitalize()} | Region | Δ Dice [95% CI] | p (t) | p (Wilcoxon) | p (Holm) | Seeds | Cases "
              "| Difference |", "|---|---|---|---|---|---|---|---|---|"]
     for d in diffs:
-        ci = f"{_points(d.mean_diff)} [{_points(d.ci_low)}, {_points(d.ci_high)}]"
+        ci = f"{dice_points(d.mean_diff)} [{dice_points(d.ci_low)}, {dice_points(d.ci_high)}]"
         verdict = ("established" if d.established else "not established") + (" (primary)" if d.primary else "")
         lines.append(f"| {getattr(d, label)} | {d.region} | {ci} | {_p(d.p_value)} | {_p(d.p_wilcoxon)} "
                      f"| {_p(d.p_holm)} | {d.n_seeds} | {d.n_cases} | {verdict} |")

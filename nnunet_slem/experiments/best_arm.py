@@ -15,12 +15,19 @@ print rather than a decision someone might take early.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnunet_slem.evaluation.paired import CaseRecord, PairedDifference, paired_differences, seed_differences
+from nnunet_slem.evaluation.paired import (
+    CaseRecord,
+    PairedDifference,
+    dice_points,
+    paired_differences,
+    seed_differences,
+)
 from nnunet_slem.experiments.methods import SCALE_METHODS
 
 #: the seeds whose results choose the arm, and the seeds the choice never saw
@@ -91,7 +98,8 @@ def decide_best_arm(cases: Sequence[CaseRecord], regions: Sequence[str],
 
 
 def _points(v: float | None) -> str:
-    return "?" if v is None or v != v else f"{100 * v:+.2f}"
+    """:func:`dice_points`, with ``?`` for a figure that does not exist yet (or is undefined)."""
+    return "?" if v is None or math.isnan(v) else dice_points(v)
 
 
 def _ci(d: PairedDifference) -> str:
