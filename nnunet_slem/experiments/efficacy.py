@@ -139,14 +139,15 @@ def plot_dice_vs_steps(points: Sequence[BudgetPoint], reference: str, path: Path
         methods = list(dict.fromkeys(p.method for p in points))
         for k, method in enumerate(methods):
             mine = sorted((p for p in points if p.method == method), key=lambda p: p.steps)
-            x = [p.steps * (1 + 0.02 * (k - (len(methods) - 1) / 2)) for p in mine]  # dodge overlapping bars
+            dodge = 1 + 0.02 * (k - (len(methods) - 1) / 2)  # arms side by side at a shared budget
+            x = [p.steps * dodge for p in mine]
             y = [100 * p.dice for p in mine]
             err = [[100 * (p.dice - p.dice_low) for p in mine], [100 * (p.dice_high - p.dice) for p in mine]]
             left.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", capsize=3,
                           label=f"{method} ({', '.join(str(p.n_seeds) for p in mine)} seeds)")
             if method != reference:
                 d = [p for p in mine if math.isfinite(p.diff)]
-                right.errorbar([p.steps for p in d], [100 * p.diff for p in d],
+                right.errorbar([p.steps * dodge for p in d], [100 * p.diff for p in d],
                                yerr=np.nan_to_num([[100 * (p.diff - p.diff_low) for p in d],
                                                    [100 * (p.diff_high - p.diff) for p in d]]),
                                marker="s", capsize=3, label=f"{method} − {reference}")
