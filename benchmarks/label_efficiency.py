@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -250,17 +251,18 @@ def _budget_points(comparisons: dict, labeled: str, reference: str = "scratch") 
             steps = steps_of(runs)
             if not runs or steps is None:
                 continue
-            mean, low, high, _ = t_interval([np.mean(list(r["splits"]["test"]["dice"].values())) for r in runs])
+            per_seed = tuple((r["seed"], float(np.mean(list(r["splits"]["test"]["dice"].values())))) for r in runs)
+            mean, low, high, _ = t_interval([dice for _, dice in per_seed])
             d = diffs.get(method)
             points.append(BudgetPoint(steps, method, mean, low, high, len(runs),
-                                      *((d.mean_diff, d.ci_low, d.ci_high) if d else ())))
+                                      *((d.mean_diff, d.ci_low, d.ci_high) if d else (math.nan,) * 3), per_seed))
     return points
 
 
 def _convergence_markdown(points: list, reference: str = "scratch") -> str:
     """Dice against steps as a table, and the steps each arm measured at two budgets or more needs to reach
-    scratch's Dice at the longest budget."""
-    from nnunet_slem.experiments.efficacy import steps_to_reach
+    scratch's Dice at the longest budget, over the seeds both have (:func:`paired_crossing`)."""
+    from nnunet_slem.experiments.efficacy import paired_crossing
 
     if len({p.steps for p in points}) < 2:
         return ""
@@ -272,17 +274,21 @@ def _convergence_markdown(points: list, reference: str = "scratch") -> str:
                 else f"{100 * p.diff:+.2f} [{100 * p.diff_low:+.2f}, {100 * p.diff_high:+.2f}]")
         lines.append(f"| {p.steps} | {p.method} | {p.n_seeds} | {p.dice:.3f} [{p.dice_low:.3f}, {p.dice_high:.3f}] "
                      f"| {diff} |")
+    lines += ["", "Test Dice is over each arm's own seeds (the seeds column), so two rows of one budget may average "
+              "different seeds; the paired Δ and the crossings below compare arms on the seeds they share."]
     longest = max(p.steps for p in points)
-    target = next((p.dice for p in points if p.method == reference and p.steps == longest), None)
-    for method in dict.fromkeys(p.method for p in points if p.method != reference and target is not None):
-        mine = [p for p in points if p.method == method]
-        if len(mine) < 2:
+    for method in dict.fromkeys(p.method for p in points if p.method != reference):
+        if len({p.steps for p in points if p.method == method}) < 2:
             continue
-        reached = steps_to_reach([p.steps for p in mine], [p.dice for p in mine], target)
+        reached, target, n_seeds = paired_crossing(points, method, reference)
+        name = "SLeM" if method == "slem" else f"`{method}`"
+        if math.isnan(target):
+            lines += ["", f"{name}: fewer than 2 seeds at every budget and scratch's {longest} steps; no crossing."]
+            continue
         where = (f"about {reached:.0f} steps (linear interpolation between the measured budgets, not a measured "
                  "budget)" if reached is not None else "not within the measured budgets")
-        name = "SLeM" if method == "slem" else f"`{method}`"
-        lines += ["", f"{name} reaches scratch's {longest}-step test Dice ({target:.3f}) at {where}."]
+        lines += ["", f"{name} reaches scratch's {longest}-step test Dice ({target:.3f}) at {where}; both over the "
+                      f"{n_seeds} seeds {name} has at every budget."]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from nnunet_slem.experiments.efficacy import (
     PRIMARY_ENDPOINTS,
     BudgetPoint,
     missing_provenance,
+    paired_crossing,
     plot_dice_vs_steps,
     pretraining_count,
     primary_positions,
@@ -68,6 +69,26 @@ def _write(archive: Path, comparison: str, record: dict) -> None:
     path.write_text(json.dumps(record), encoding="utf-8")
 
 
+def _point(steps: int, method: str, per_seed: dict[int, float]) -> BudgetPoint:
+    values = list(per_seed.values())
+    return BudgetPoint(steps, method, float(np.mean(values)), min(values), max(values), len(values),
+                       per_seed=tuple(per_seed.items()))
+
+
+def test_crossing_compares_an_arm_with_scratch_on_the_seeds_they_share():
+    """The arm has seeds 0-1, scratch 0-3 at the longest budget, and scratch's seeds 2-3 are much weaker: on the
+    shared seeds the target is 0.80 and the arm reaches it at 1000 steps; against scratch's 4-seed mean (0.65) it
+    would seem to get there before 500."""
+    points = [_point(500, "arm", {0: 0.70, 1: 0.70}), _point(1500, "arm", {0: 0.90, 1: 0.90}),
+              _point(1500, "scratch", {0: 0.80, 1: 0.80, 2: 0.50, 3: 0.50})]
+    reached, target, n_seeds = paired_crossing(points, "arm", "scratch")
+    assert (target, n_seeds) == (pytest.approx(0.80), 2) and reached == pytest.approx(1000.0)
+    assert steps_to_reach([500, 1500], [0.70, 0.90], 0.65) == 500.0  # the unpaired reading
+    assert paired_crossing(points[1:], "arm", "scratch")[0] is None  # one budget: no curve
+    lone = [_point(500, "arm", {0: 0.7}), _point(1500, "arm", {1: 0.9}), points[2]]
+    assert paired_crossing(lone, "arm", "scratch")[2] == 0  # no seed at every budget
+
+
 def test_helpers_on_records():
     records = [_record("slem", s, 60, {"WT": 0.8}) for s in range(6)] + [_record("scratch", 0, 60, {"WT": 0.8},
                                                                                  provenance=False)]
@@ -112,6 +133,7 @@ def test_report_marks_the_endpoints_and_plots_dice_against_steps(tmp_path):
     assert "resumed after an interruption (paired up to the resume point only): slem seeds 3" in summary
     assert "SLeM reaches scratch's 1500-step test Dice" in summary and "interpolation" in summary
     assert "`slem_recon` reaches scratch's 1500-step test Dice" in summary
+    assert "both over the 6 seeds SLeM has at every budget" in summary
     assert "| 500 | slem_recon | 6 |" in summary and "| 1500 | mae |" not in summary
     assert (tmp_path / "out" / "dice_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "out" / "convergence.png").is_file()

@@ -112,8 +112,9 @@ def steps_to_reach(steps: Sequence[float], dice: Sequence[float], target: float)
 
 @dataclass(frozen=True)
 class BudgetPoint:
-    """One fine-tuning budget of one arm: mean test Dice over seeds (t-interval over seeds), and the paired
-    difference to the reference at that budget."""
+    """One fine-tuning budget of one arm: mean test Dice over seeds (t-interval over seeds), the paired
+    difference to the reference at that budget, and each seed's test Dice (so that arms run at different seeds
+    can be compared on the seeds they share)."""
 
     steps: int
     method: str
@@ -124,6 +125,28 @@ class BudgetPoint:
     diff: float = math.nan
     diff_low: float = math.nan
     diff_high: float = math.nan
+    per_seed: tuple[tuple[int, float], ...] = ()  # (seed, test Dice, mean of regions)
+
+
+def paired_crossing(points: Sequence[BudgetPoint], method: str, reference: str) -> tuple[float | None, float, int]:
+    """(steps, target, seeds): where ``method``'s Dice-against-steps curve reaches ``reference``'s Dice at the
+    longest budget (:func:`steps_to_reach`), both taken over the same seeds: those ``method`` has at every budget
+    and ``reference`` has at the longest. Means over different seed sets differ by the seeds as much as by the
+    arms (an arm run at seeds 0-5 against a reference averaged over 0-11). ``(None, nan, n)`` when fewer than two
+    budgets or seeds are shared."""
+    mine = sorted((p for p in points if p.method == method), key=lambda p: p.steps)
+    longest = max((p.steps for p in points), default=0)
+    target_point = next((p for p in points if p.method == reference and p.steps == longest), None)
+    if len(mine) < 2 or target_point is None:
+        return None, math.nan, 0
+    seeds = set(dict(target_point.per_seed))
+    for p in mine:
+        seeds &= set(dict(p.per_seed))
+    if len(seeds) < 2:
+        return None, math.nan, len(seeds)
+    target = float(np.mean([dict(target_point.per_seed)[s] for s in seeds]))
+    curve = [float(np.mean([dict(p.per_seed)[s] for s in seeds])) for p in mine]
+    return steps_to_reach([p.steps for p in mine], curve, target), target, len(seeds)
 
 
 def plot_dice_vs_steps(points: Sequence[BudgetPoint], reference: str, path: Path, title: str = "") -> None:
