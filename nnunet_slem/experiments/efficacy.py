@@ -160,20 +160,22 @@ def plot_dice_vs_steps(points: Sequence[BudgetPoint], reference: str, path: Path
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     try:
         methods = list(dict.fromkeys(p.method for p in points))
+        cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for k, method in enumerate(methods):
+            colour = cycle[k % len(cycle)]  # one colour per arm in both panels
             mine = sorted((p for p in points if p.method == method), key=lambda p: p.steps)
             dodge = 1 + 0.02 * (k - (len(methods) - 1) / 2)  # arms side by side at a shared budget
             x = [p.steps * dodge for p in mine]
             y = [100 * p.dice for p in mine]
             err = [[100 * (p.dice - p.dice_low) for p in mine], [100 * (p.dice_high - p.dice) for p in mine]]
-            left.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", capsize=3,
+            left.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", capsize=3, color=colour,
                           label=f"{method} ({', '.join(str(p.n_seeds) for p in mine)} seeds)")
             if method != reference:
                 d = [p for p in mine if math.isfinite(p.diff)]
                 right.errorbar([p.steps * dodge for p in d], [100 * p.diff for p in d],
                                yerr=np.nan_to_num([[100 * (p.diff - p.diff_low) for p in d],
                                                    [100 * (p.diff_high - p.diff) for p in d]]),
-                               marker="s", capsize=3, label=f"{method} − {reference}")
+                               marker="s", capsize=3, color=colour, label=f"{method} − {reference}")
         for ax in (left, right):
             ax.set_xscale("log")
             ticks = sorted({p.steps for p in points})
