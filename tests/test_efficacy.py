@@ -201,8 +201,7 @@ def test_report_writes_the_scaling_table_when_a_scale_arm_ran(tmp_path):
         _write(archive, "K4_e60", _with_pretraining(_record("slem_x8", seed, 60, {"WT": 0.74}), 32000, 24, "b"))
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "label_efficiency.py"), "report", "--out",
-                           str(tmp_path / "out")], capture_output=True, encoding="utf-8", cwd=tmp_path,
-                          env=env)
+                           str(tmp_path / "out")], capture_output=True, encoding="utf-8", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
     assert "## Pretraining at scale (K4_e60)" in summary and "| slem_x8 | slem | 32,000 | 24 |" in summary
@@ -210,8 +209,7 @@ def test_report_writes_the_scaling_table_when_a_scale_arm_ran(tmp_path):
     assert "| slem_x8 | 3 of 6 seeds run |" in summary and "**Choice pending:**" in summary
     # an arm with a single seed leaves nothing to pair the table over, but the rule's state is still reported
     _write(archive, "K4_e60", _with_pretraining(_record("mae_x8_pool", 0, 60, {"WT": 0.70}), 32000, 408, "c"))
-    proc = subprocess.run(proc.args, capture_output=True, encoding="utf-8", cwd=tmp_path,
-                          env=env)
+    proc = subprocess.run(proc.args, capture_output=True, encoding="utf-8", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
     assert "## Pretraining at scale" not in summary and "| mae_x8_pool | 1 of 6 seeds run |" in summary

@@ -139,13 +139,12 @@ def paired_crossing(points: Sequence[BudgetPoint], method: str, reference: str) 
     target_point = next((p for p in points if p.method == reference and p.steps == longest), None)
     if len(mine) < 2 or target_point is None:
         return None, math.nan, 0
-    seeds = set(dict(target_point.per_seed))
-    for p in mine:
-        seeds &= set(dict(p.per_seed))
+    reference_dice, arm_dice = dict(target_point.per_seed), [dict(p.per_seed) for p in mine]
+    seeds = set(reference_dice).intersection(*arm_dice)
     if len(seeds) < 2:
         return None, math.nan, len(seeds)
-    target = float(np.mean([dict(target_point.per_seed)[s] for s in seeds]))
-    curve = [float(np.mean([dict(p.per_seed)[s] for s in seeds])) for p in mine]
+    target = float(np.mean([reference_dice[s] for s in seeds]))
+    curve = [float(np.mean([dice[s] for s in seeds])) for dice in arm_dice]
     return steps_to_reach([p.steps for p in mine], curve, target), target, len(seeds)
 
 
